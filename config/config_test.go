@@ -1,0 +1,118 @@
+package config
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The example file documents every key with its default: it must parse, and
+// to exactly the defaults.
+func TestExampleIsDefaults(t *testing.T) {
+	data, err := os.ReadFile("../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		t.Fatalf("config.example.toml: %v", err)
+	}
+	def := Default()
+	// The example spells empty lists as [], the defaults leave them nil.
+	normalize := func(c *Config) {
+		c.TURN.Secrets, c.TURN.AllowedPeers, c.TURN.DeniedPeers = nil, nil, nil
+		c.Signal.Origins, c.Signal.APIKeys = nil, nil
+	}
+	normalize(&cfg)
+	normalize(&def)
+	if !reflect.DeepEqual(cfg, def) {
+		t.Errorf("example differs from defaults:\nexample %+v\ndefault %+v", cfg, def)
+	}
+	// And it names every key of the schema.
+	keys := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(strings.TrimSpace(line), "#") && strings.TrimSpace(k) != "" {
+			keys++
+		}
+	}
+	want := 0
+	for _, s := range []any{cfg.HTTP, cfg.TURN, cfg.Signal, cfg.Metrics, cfg.Log} {
+		want += reflect.TypeOf(s).NumField()
+	}
+	if keys != want {
+		t.Errorf("example sets %d keys, schema has %d", keys, want)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, toml, want string
+	}{
+		{"unknown key", "[turn]\nlisten = \"127.0.0.1:3478\"\nbogus = 1\n", "line 3: turn.bogus: unknown key"},
+		{"unknown table", "[nope]\nx = 1\n", "unknown key"},
+		{"syntax", "[turn]\nrealm = \n", "line 2"},
+		{"bad port range", "[turn]\nrelay_ports = \"5-1\"\n", "MIN is above MAX"},
+		{"bad duration", "[turn]\ncredential_ttl = \"soon\"\n", "soon"},
+		{"ttl bound", "\n[turn]\ncredential_ttl = \"1s\"\n", "line 3: turn.credential_ttl: 1s is out of range; must be between 1m and 720h"},
+		{"short secret", "[turn]\nsecrets = [\"abc\"]\n", "line 2: turn.secrets: secret 1 is 3 characters; must be >= 16"},
+		{"bad cidr", "[turn]\nallowed_peers = [\"10.0.0.0/33\"]\n", "10.0.0.0/33"},
+		{"bad public ip", "[turn]\npublic_ip = \"example.com\"\n", "turn.public_ip"},
+		{"negative quota", "[turn]\nuser_quota = -1\n", "line 2: turn.user_quota"},
+		{"access", "[signal]\naccess = \"closed\"\n", "line 2: signal.access"},
+		{"password too short", "[signal]\naccess = \"password\"\npassword = \"x\"\n", "line 3: signal.password"},
+		{"invite secret missing", "[signal]\naccess = \"invite\"\n", "signal.invite_secret: must be at least 16"},
+		{"peers per room", "[signal]\nmax_peers_per_room = 1\n", "between 2 and 1000"},
+		{"ping too slow", "[signal]\nping_interval = \"90s\"\n", "signal.ping_interval"},
+		{"log level", "[log]\nlevel = \"loud\"\n", "line 2: log.level"},
+		{"http listen", "[http]\nlisten = \"nowhere\"\n", "line 2: http.listen"},
+		{"wrong type", "[turn]\nuser_quota = \"ten\"\n", "user_quota"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.toml))
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseOverridesDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(`
+[turn]
+relay_ports = "40000-40100"
+allowed_peers = ["10.0.0.0/8", "fd00::/8"]
+secrets = ["0123456789abcdef", "fedcba9876543210"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TURN.RelayPorts != (PortRange{40000, 40100}) {
+		t.Errorf("relay_ports = %v", cfg.TURN.RelayPorts)
+	}
+	if len(cfg.TURN.AllowedPeers) != 2 || cfg.TURN.AllowedPeers[1].String() != "fd00::/8" {
+		t.Errorf("allowed_peers = %v", cfg.TURN.AllowedPeers)
+	}
+	if cfg.HTTP.Listen != Default().HTTP.Listen {
+		t.Errorf("untouched default changed: %q", cfg.HTTP.Listen)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	if data, err := os.ReadFile("../config.example.toml"); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte("[turn]\nrelay_ports = \"1-2\"\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data)
+		if err == nil {
+			if verr := cfg.Validate(); verr != nil {
+				t.Fatalf("Parse accepted a config Validate rejects: %v", verr)
+			}
+		}
+	})
+}

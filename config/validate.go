@@ -1,0 +1,230 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// PortRange is an inclusive range of ports written "MIN-MAX".
+type PortRange struct {
+	Min, Max uint16
+}
+
+// UnmarshalText parses "49152-65535".
+func (r *PortRange) UnmarshalText(text []byte) error {
+	lo, hi, ok := strings.Cut(string(text), "-")
+	if !ok {
+		return fmt.Errorf("port range %q: want MIN-MAX, as \"49152-65535\"", text)
+	}
+	min, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	max, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if err1 != nil || err2 != nil || min == 0 {
+		return fmt.Errorf("port range %q: ports must be numbers from 1 to 65535", text)
+	}
+	if min > max {
+		return fmt.Errorf("port range %q: MIN is above MAX", text)
+	}
+	r.Min, r.Max = uint16(min), uint16(max)
+	return nil
+}
+
+// MarshalText writes the range back as "MIN-MAX".
+func (r PortRange) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
+
+// Validate checks every bound and names the key that breaks one.
+func (c *Config) Validate() error {
+	checks := []func() error{c.HTTP.validate, c.TURN.validate, c.Signal.validate, c.Metrics.validate, c.Log.validate}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *HTTP) validate() error {
+	return validHostPort("http.listen", h.Listen, false)
+}
+
+func (t *TURN) validate() error {
+	if err := validHostPort("turn.listen", t.Listen, false); err != nil {
+		return err
+	}
+	if t.PublicIP != "" {
+		if _, err := netip.ParseAddr(t.PublicIP); err != nil {
+			return keyErr("turn.public_ip", "%q is not an IP address", t.PublicIP)
+		}
+	}
+	if strings.ContainsAny(t.Host, " /?#@") {
+		return keyErr("turn.host", "%q is not a host name", t.Host)
+	}
+	if t.RelayPorts.Min == 0 {
+		return keyErr("turn.relay_ports", "must be set, as \"49152-65535\"")
+	}
+	if t.Realm == "" {
+		return keyErr("turn.realm", "must not be empty")
+	}
+	for i, s := range t.Secrets {
+		if len(s) < 16 {
+			return keyErr("turn.secrets", "secret %d is %d characters; must be >= 16", i+1, len(s))
+		}
+	}
+	if t.CredentialTTL < time.Minute || t.CredentialTTL > 30*24*time.Hour {
+		return keyErr("turn.credential_ttl", "%s is out of range; must be between 1m and 720h", t.CredentialTTL)
+	}
+	if t.MaxAllocationLifetime < t.CredentialTTL {
+		return keyErr("turn.max_allocation_lifetime", "%s is shorter than turn.credential_ttl (%s); must be >= it", t.MaxAllocationLifetime, t.CredentialTTL)
+	}
+	if t.UserQuota < 0 {
+		return keyErr("turn.user_quota", "%d is negative; must be >= 0 (0 is unlimited)", t.UserQuota)
+	}
+	if t.TotalQuota < 0 {
+		return keyErr("turn.total_quota", "%d is negative; must be >= 0 (0 is unlimited)", t.TotalQuota)
+	}
+	if t.MaxBitrate < 0 {
+		return keyErr("turn.max_bitrate", "%d is negative; must be >= 0 (0 is unlimited)", t.MaxBitrate)
+	}
+	if t.MaxBitrate > 0 && t.MaxBitrate < 8000 {
+		return keyErr("turn.max_bitrate", "%d bit/s is too low to carry a call; must be 0 or >= 8000", t.MaxBitrate)
+	}
+	if t.UDPSockets < 0 || t.UDPSockets > 256 {
+		return keyErr("turn.udp_sockets", "%d is out of range; must be between 0 (one per core) and 256", t.UDPSockets)
+	}
+	return nil
+}
+
+func (s *Signal) validate() error {
+	switch s.Access {
+	case AccessOpen:
+	case AccessPassword:
+		if len(s.Password) < 8 {
+			return keyErr("signal.password", "must be at least 8 characters when signal.access is \"password\"")
+		}
+	case AccessInvite:
+		if len(s.InviteSecret) < 16 {
+			return keyErr("signal.invite_secret", "must be at least 16 characters when signal.access is \"invite\"")
+		}
+	default:
+		return keyErr("signal.access", "%q is not one of \"open\", \"password\", \"invite\"", s.Access)
+	}
+	for _, o := range s.Origins {
+		if o == "" || strings.ContainsAny(o, " /") {
+			return keyErr("signal.origins", "%q is not a host (as \"example.com\" or \"example.com:8443\")", o)
+		}
+	}
+	for i, k := range s.APIKeys {
+		if len(k) < 16 {
+			return keyErr("signal.api_keys", "key %d is %d characters; must be >= 16", i+1, len(k))
+		}
+	}
+	type bound struct {
+		key      string
+		val      int
+		min, max int
+	}
+	for _, b := range []bound{
+		{"signal.history", s.History, 0, 10000},
+		{"signal.max_message_bytes", s.MaxMessageBytes, 1024, 1 << 20},
+		{"signal.message_burst", s.MessageBurst, 1, 100000},
+		{"signal.max_peers_per_room", s.MaxPeersPerRoom, 2, 1000},
+		{"signal.max_rooms", s.MaxRooms, 1, 10000000},
+		{"signal.max_connections_per_ip", s.MaxConnectionsPerIP, 1, 10000000},
+		{"signal.send_queue", s.SendQueue, 8, 100000},
+	} {
+		if b.val < b.min || b.val > b.max {
+			return keyErr(b.key, "%d is out of range; must be between %d and %d", b.val, b.min, b.max)
+		}
+	}
+	if s.MessagesPerSecond <= 0 {
+		return keyErr("signal.messages_per_second", "%g must be > 0", s.MessagesPerSecond)
+	}
+	if s.ResumeWindow < 0 || s.ResumeWindow > time.Hour {
+		return keyErr("signal.resume_window", "%s is out of range; must be between 0s and 1h", s.ResumeWindow)
+	}
+	if s.PingInterval < time.Second || s.PingInterval > 55*time.Second {
+		return keyErr("signal.ping_interval", "%s is out of range; must be between 1s and 55s (proxies cut idle sockets at 60s)", s.PingInterval)
+	}
+	if s.ShutdownTimeout < 0 || s.ShutdownTimeout > 5*time.Minute {
+		return keyErr("signal.shutdown_timeout", "%s is out of range; must be between 0s and 5m", s.ShutdownTimeout)
+	}
+	return nil
+}
+
+func (m *Metrics) validate() error {
+	return validHostPort("metrics.listen", m.Listen, true)
+}
+
+func (l *Log) validate() error {
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return keyErr("log.level", "%q is not one of \"debug\", \"info\", \"warn\", \"error\"", l.Level)
+	}
+	switch l.Format {
+	case "text", "json":
+	default:
+		return keyErr("log.format", "%q is not one of \"text\", \"json\"", l.Format)
+	}
+	return nil
+}
+
+func validHostPort(key, addr string, emptyOK bool) error {
+	if addr == "" {
+		if emptyOK {
+			return nil
+		}
+		return keyErr(key, "must be set, as \"127.0.0.1:8080\"")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return keyErr(key, "%q is not HOST:PORT: %v", addr, err)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+			return keyErr(key, "%q: host must be an IP address", addr)
+		}
+	}
+	// Port 0 (the kernel picks) is allowed: tests rely on it.
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return keyErr(key, "%q: port must be a number from 0 to 65535", addr)
+	}
+	return nil
+}
+
+// lineOf finds the line on which a dotted key ("turn.relay_ports") is set,
+// or 0. The decoder keeps key positions to itself, so this reads the text.
+func lineOf(data []byte, dotted string) int {
+	table, key := "", dotted
+	if i := strings.LastIndexByte(dotted, '.'); i >= 0 {
+		table, key = dotted[:i], dotted[i+1:]
+	}
+	current := ""
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]") {
+			current = strings.Trim(line, "[] ")
+			if current == dotted {
+				return n
+			}
+			continue
+		}
+		k, _, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		k = strings.Trim(strings.TrimSpace(k), `"`)
+		if (current == table && k == key) || (current == "" && k == dotted) {
+			return n
+		}
+	}
+	return 0
+}
