@@ -1,0 +1,102 @@
+// Command callbox runs a WebRTC call server: signaling hub, STUN/TURN and the
+// web client, in one process.
+//
+//	callbox [-config FILE]                               run the server
+//	callbox credentials -config FILE -user NAME [-ttl 1h] print TURN REST credentials
+//	callbox invite -config FILE -room NAME [-ttl 24h]     print an invite link
+//	callbox version                                      print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	ossignal "os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/callbox/callbox/app"
+	"github.com/callbox/callbox/config"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "callbox:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintln(stdout, "callbox", version())
+			return nil
+		case "credentials":
+			return credentials(args[1:], stdout, stderr)
+		case "invite":
+			return invite(args[1:], stdout, stderr)
+		}
+	}
+	return serve(args, stderr)
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("callbox", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "TOML config `file`; without it callbox runs on its built-in local defaults")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unknown command %q (commands: version, credentials, invite)", fs.Arg(0))
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := ossignal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a, err := app.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// loadConfig reads FILE, or returns the defaults when there is none.
+func loadConfig(path string) (config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+func version() string {
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return "dev"
+}
