@@ -71,6 +71,12 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Every listener is bound: connections queue from here on.
+	if err := sdNotify("READY=1"); err != nil {
+		logger.Warn("systemd notify failed", "err", err)
+	}
+	stopNotify := context.AfterFunc(ctx, func() { sdNotify("STOPPING=1") })
+	defer stopNotify()
 	return a.Run(ctx)
 }
 
