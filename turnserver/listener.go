@@ -1,0 +1,261 @@
+package turnserver
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// listenUDP binds n UDP sockets to one address with SO_REUSEPORT, so the
+// kernel spreads clients (by 4-tuple, stable per client) over n read loops.
+// Port 0 is resolved by the first socket; the others join its port.
+func listenUDP(ctx context.Context, network string, ip netip.Addr, port uint16, n int) ([]*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: setReusePort}
+	conns := make([]*net.UDPConn, 0, n)
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for i := range n {
+		addr := netip.AddrPortFrom(ip, port).String()
+		pc, err := lc.ListenPacket(ctx, network, addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("turnserver: listen %s %s (socket %d of %d): %w", network, addr, i+1, n, err)
+		}
+		c := pc.(*net.UDPConn)
+		conns = append(conns, c)
+		port = uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	}
+	return conns, nil
+}
+
+func setReusePort(network, address string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("turnserver: SO_REUSEPORT on %s %s: %w", network, address, serr)
+	}
+	return nil
+}
+
+// udpListener is one of the UDP listening sockets as pion sees it: it
+// shows each STUN request to the authenticator before pion reads it.
+type udpListener struct {
+	*net.UDPConn
+	auth  *authenticator
+	local netip.AddrPort
+	in    inspector // owned by the single reader, pion's read loop
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newUDPListener(c *net.UDPConn, auth *authenticator) *udpListener {
+	return &udpListener{UDPConn: c, auth: auth, local: addrPortOf(c.LocalAddr()), done: make(chan struct{})}
+}
+
+func (l *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := l.UDPConn.ReadFromUDP(p)
+		if err != nil {
+			// pion's loop ends on the first error; mark it so Close
+			// knows the reader is gone.
+			l.once.Do(func() { close(l.done) })
+			return n, nil, err
+		}
+		// ChannelData (first byte 0x40-0x7F), the bulk of the traffic,
+		// costs one comparison here.
+		if n >= 20 && p[0] < 0x40 {
+			src := addr.AddrPort()
+			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+			if reply := l.auth.inspect(&l.in, p[:n], false, src, l.local); reply != nil {
+				l.UDPConn.WriteToUDP(reply, addr) //nolint:errcheck // best effort, as pion's own replies
+				continue
+			}
+		}
+		return n, addr, nil
+	}
+}
+
+// tcpListener hands pion wrapped connections and owns them: pion closes
+// the listener on Close but not the connections it accepted.
+type tcpListener struct {
+	net.Listener
+	auth *authenticator
+
+	mu     sync.Mutex
+	conns  map[netip.AddrPort]*tcpConn // guarded by mu: open conns by remote address
+	closed bool                        // guarded by mu
+}
+
+func newTCPListener(l net.Listener, auth *authenticator) *tcpListener {
+	return &tcpListener{Listener: l, auth: auth, conns: make(map[netip.AddrPort]*tcpConn)}
+}
+
+// Accept retries temporary failures (out of file descriptors, aborted
+// handshakes): pion's accept loop ends for good on the first error, which
+// would silently take TCP down.
+func (l *tcpListener) Accept() (net.Conn, error) {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			if l.isClosed() || errors.Is(err, net.ErrClosed) || !temporary(err) {
+				return nil, err
+			}
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		tc := &tcpConn{
+			Conn:  c,
+			owner: l,
+			br:    bufio.NewReaderSize(c, tcpBufSize),
+			src:   addrPortOf(c.RemoteAddr()),
+			local: addrPortOf(c.LocalAddr()),
+		}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			c.Close()
+			return nil, net.ErrClosed
+		}
+		l.conns[tc.src] = tc
+		l.mu.Unlock()
+		return tc, nil
+	}
+}
+
+func temporary(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
+
+func (l *tcpListener) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+func (l *tcpListener) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	conns := make([]*tcpConn, 0, len(l.conns))
+	for _, c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	err := l.Listener.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+	return err
+}
+
+func (l *tcpListener) slot(src net.Addr) *verdictSlot {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c := l.conns[addrPortOf(src)]; c != nil {
+		return &c.in.slot
+	}
+	return nil
+}
+
+func (l *tcpListener) openConns() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// tcpBufSize holds any STUN message pion would accept (its inbound MTU is
+// 1600 bytes) so it can be inspected whole.
+const tcpBufSize = 2048
+
+var errBadFrame = errors.New("turnserver: tcp stream is neither STUN nor ChannelData")
+
+// tcpConn frames the TCP stream (RFC 5766 §11.5: STUN messages and padded
+// ChannelData back to back) so every STUN request is inspected whole
+// before pion's STUNConn reads its first byte. Read never returns bytes of
+// two frames at once, so the verdict in the slot is always that of the
+// frame pion is about to handle.
+type tcpConn struct {
+	net.Conn
+	owner      *tcpListener
+	src, local netip.AddrPort
+
+	// owned by the reader (pion's per-conn goroutine)
+	br        *bufio.Reader
+	remaining int // bytes of the current frame not yet returned
+	in        inspector
+
+	closeOnce sync.Once
+}
+
+func (c *tcpConn) Read(p []byte) (int, error) {
+	for c.remaining == 0 {
+		hdr, err := c.br.Peek(4)
+		if err != nil {
+			return 0, err
+		}
+		switch hdr[0] & 0xC0 {
+		case 0x40: // ChannelData, padded to 4 bytes over TCP
+			c.remaining = 4 + (int(binary.BigEndian.Uint16(hdr[2:4]))+3)&^3
+		case 0x00: // STUN
+			h, err := c.br.Peek(20)
+			if err != nil {
+				return 0, err
+			}
+			if !isSTUN(h) {
+				return 0, errBadFrame
+			}
+			size := 20 + int(binary.BigEndian.Uint16(h[2:4]))
+			if size <= c.br.Size() {
+				frame, err := c.br.Peek(size)
+				if err != nil {
+					return 0, err
+				}
+				if reply := c.owner.auth.inspect(&c.in, frame, true, c.src, c.local); reply != nil {
+					c.br.Discard(size) //nolint:errcheck // Peek proved the bytes are there
+					if _, err := c.Conn.Write(reply); err != nil {
+						return 0, err
+					}
+					continue
+				}
+			}
+			// A larger message passes uninspected; pion drops anything
+			// above its MTU without answering.
+			c.remaining = size
+		default:
+			return 0, errBadFrame
+		}
+	}
+	n, err := c.br.Read(p[:min(len(p), c.remaining)])
+	c.remaining -= n
+	return n, err
+}
+
+func (c *tcpConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		c.owner.mu.Lock()
+		if c.owner.conns[c.src] == c {
+			delete(c.owner.conns, c.src)
+		}
+		c.owner.mu.Unlock()
+	})
+	return err
+}

@@ -1,0 +1,303 @@
+package turnserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v4"
+)
+
+// relayGenerator is pion's port-range generator with every relay socket it
+// opens wrapped in a relayConn, where callbox enforces what pion's
+// PermissionHandler cannot see (ports) and cannot do (rate limits).
+type relayGenerator struct {
+	inner    *turn.RelayAddressGeneratorPortRange
+	guard    *relayGuard
+	registry *relayRegistry
+	// bytesPerSec is turn.max_bitrate in bytes; 0 is unlimited.
+	bytesPerSec float64
+}
+
+var errNoTCPRelay = errors.New("turnserver: TCP relays (RFC 6062) are not supported")
+
+func (g *relayGenerator) Validate() error { return g.inner.Validate() }
+
+func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
+	conn, addr, err := g.inner.AllocatePacketConn(network, requestedPort)
+	if err != nil {
+		return nil, nil, fmt.Errorf("turnserver: relay %s port %d: %w", network, requestedPort, err)
+	}
+	udp, ok := conn.(*net.UDPConn)
+	if !ok {
+		conn.Close()
+		return nil, nil, fmt.Errorf("turnserver: relay socket is %T, want *net.UDPConn", conn)
+	}
+	rc := newRelayConn(udp, g.guard, g.bytesPerSec, g.registry.remove)
+	g.registry.add(rc)
+	return rc, addr, nil
+}
+
+func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
+	return nil, nil, errNoTCPRelay
+}
+
+// relayGuard knows the server's own non-relay ports and own addresses.
+// Immutable after construction.
+type relayGuard struct {
+	ports     []uint16       // TURN listener, HTTP, metrics...
+	own       []netip.Addr   // addresses that reach this host
+	ownRanges []netip.Prefix // ranges that always reach this host (loopback, 0.0.0.0/8)
+}
+
+// blocks reports whether a datagram to dst would reach one of the server's
+// own services. Ports are compared first: almost every packet leaves on a
+// port that is not protected and costs a few comparisons.
+func (g *relayGuard) blocks(dst netip.AddrPort) bool {
+	port := dst.Port()
+	hit := false
+	for _, p := range g.ports {
+		if p == port {
+			hit = true
+			break
+		}
+	}
+	if !hit {
+		return false
+	}
+	ip := normalise(dst.Addr())
+	for _, a := range g.own {
+		if a == ip {
+			return true
+		}
+	}
+	for _, p := range g.ownRanges {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenBucket polices one direction of one allocation. Both directions are
+// touched by one goroutine each in pion today; the mutex keeps that an
+// implementation detail of pion rather than an assumption of ours.
+type tokenBucket struct {
+	mu     sync.Mutex
+	rate   float64 // bytes per second; 0 disables the bucket
+	burst  float64 // bytes
+	tokens float64 // guarded by mu
+	last   int64   // guarded by mu: monotonic nanoseconds of the last refill
+}
+
+// burstWindow is how much traffic above the rate a bucket absorbs: enough
+// for a video key frame at the capped rate without letting a sender double
+// its rate for long.
+const burstWindow = 500 * time.Millisecond
+
+// minBurst lets one full-size datagram through even at the lowest cap.
+const minBurst = 2 * 1600
+
+func (b *tokenBucket) init(bytesPerSec float64) {
+	b.rate = bytesPerSec
+	b.burst = max(bytesPerSec*burstWindow.Seconds(), minBurst)
+	b.tokens = b.burst
+	b.last = monotonicNanos()
+}
+
+func (b *tokenBucket) allow(n int) bool {
+	if b.rate == 0 {
+		return true
+	}
+	now := monotonicNanos()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens = min(b.burst, b.tokens+float64(now-b.last)*b.rate/1e9)
+	b.last = now
+	if b.tokens < float64(n) {
+		return false
+	}
+	b.tokens -= float64(n)
+	return true
+}
+
+var epoch = time.Now()
+
+func monotonicNanos() int64 { return int64(time.Since(epoch)) }
+
+// relayStats are one relay conn's counters; index 0 is client→peer, 1 is
+// peer→client.
+type relayStats struct {
+	packets, bytes, protected, bitrate, noPerm [2]atomic.Uint64
+}
+
+func (s *relayStats) snapshot() relayTotals {
+	var t relayTotals
+	for d := range 2 {
+		t.packets[d] = s.packets[d].Load()
+		t.bytes[d] = s.bytes[d].Load()
+		t.protected[d] = s.protected[d].Load()
+		t.bitrate[d] = s.bitrate[d].Load()
+		t.noPerm[d] = s.noPerm[d].Load()
+	}
+	return t
+}
+
+const (
+	toPeer   = 0
+	toClient = 1
+)
+
+// relayConn is the relay socket of one allocation as pion sees it. WriteTo
+// carries client→peer datagrams (pion has checked the permission), ReadFrom
+// peer→client ones. Per-packet work is a few comparisons and atomic adds,
+// with no allocation, so a batched reader (recvmmsg) can reuse the checks.
+type relayConn struct {
+	// static after construction
+	conn    *net.UDPConn
+	port    uint16
+	guard   *relayGuard
+	onClose func(*relayConn)
+
+	// peers is the copy-on-write set of peer IPs (unmapped) with a
+	// permission on this allocation, fed by pion's permission events.
+	peers   atomic.Pointer[[]netip.Addr]
+	peersMu sync.Mutex // serialises writers of peers
+
+	buckets [2]tokenBucket
+	stats   relayStats
+
+	// owned by the single reader (pion's per-allocation packet loop):
+	// the net.Addr of the last peer seen, reused while the peer stays the
+	// same so ReadFrom does not allocate one per datagram. pion only reads
+	// the address within the iteration that received it.
+	lastPeer     netip.AddrPort
+	lastPeerAddr *net.UDPAddr
+
+	closeOnce sync.Once
+}
+
+func newRelayConn(conn *net.UDPConn, guard *relayGuard, bytesPerSec float64, onClose func(*relayConn)) *relayConn {
+	c := &relayConn{conn: conn, guard: guard, onClose: onClose}
+	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		c.port = uint16(la.Port)
+	}
+	c.buckets[toPeer].init(bytesPerSec)
+	c.buckets[toClient].init(bytesPerSec)
+	empty := []netip.Addr{}
+	c.peers.Store(&empty)
+	return c
+}
+
+// WriteTo sends a client's datagram to a peer. Datagrams callbox refuses
+// are dropped silently (reported as written): an error here would only
+// make pion log once per packet.
+func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, fmt.Errorf("turnserver: relay write to %T, want *net.UDPAddr", addr)
+	}
+	dst := ua.AddrPort()
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if c.guard.blocks(dst) {
+		c.stats.protected[toPeer].Add(1)
+		return len(p), nil
+	}
+	if !c.buckets[toPeer].allow(len(p)) {
+		c.stats.bitrate[toPeer].Add(1)
+		return len(p), nil
+	}
+	n, err := c.conn.WriteToUDPAddrPort(p, dst)
+	if err != nil {
+		return n, err
+	}
+	c.stats.packets[toPeer].Add(1)
+	c.stats.bytes[toPeer].Add(uint64(n))
+	return n, nil
+}
+
+// ReadFrom returns the next peer datagram that has a permission and fits
+// the bitrate; others are dropped here, before pion does any work for them
+// and before they can use up the allocation's rate budget.
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, src, err := c.conn.ReadFromUDPAddrPort(p)
+		if err != nil {
+			return n, nil, err
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		if !c.permitted(src.Addr()) {
+			c.stats.noPerm[toClient].Add(1)
+			continue
+		}
+		if !c.buckets[toClient].allow(n) {
+			c.stats.bitrate[toClient].Add(1)
+			continue
+		}
+		c.stats.packets[toClient].Add(1)
+		c.stats.bytes[toClient].Add(uint64(n))
+		if src != c.lastPeer || c.lastPeerAddr == nil {
+			c.lastPeer = src
+			c.lastPeerAddr = net.UDPAddrFromAddrPort(src)
+		}
+		return n, c.lastPeerAddr, nil
+	}
+}
+
+func (c *relayConn) permitted(ip netip.Addr) bool {
+	for _, a := range *c.peers.Load() {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *relayConn) addPeer(ip netip.Addr) {
+	ip = ip.Unmap()
+	c.peersMu.Lock()
+	defer c.peersMu.Unlock()
+	old := *c.peers.Load()
+	for _, a := range old {
+		if a == ip {
+			return
+		}
+	}
+	next := make([]netip.Addr, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, ip)
+	c.peers.Store(&next)
+}
+
+func (c *relayConn) removePeer(ip netip.Addr) {
+	ip = ip.Unmap()
+	c.peersMu.Lock()
+	defer c.peersMu.Unlock()
+	old := *c.peers.Load()
+	next := make([]netip.Addr, 0, len(old))
+	for _, a := range old {
+		if a != ip {
+			next = append(next, a)
+		}
+	}
+	c.peers.Store(&next)
+}
+
+func (c *relayConn) Close() error {
+	err := c.conn.Close()
+	c.closeOnce.Do(func() {
+		if c.onClose != nil {
+			c.onClose(c)
+		}
+	})
+	return err
+}
+
+func (c *relayConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
+func (c *relayConn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
+func (c *relayConn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
+func (c *relayConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }

@@ -1,0 +1,444 @@
+// Package turnserver is callbox's STUN/TURN server: pion/turn with TURN
+// REST credentials verified against several secrets, a peer policy that
+// keeps relays out of the server's own network, quotas, bitrate caps and
+// Prometheus metrics. See auth.go for how the secrets fit pion's API.
+package turnserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/callbox/callbox/config"
+)
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	Logger     *slog.Logger          // required
+	Registerer prometheus.Registerer // nil: no metrics registered
+	// Protected lists the server's own non-relay services (HTTP, metrics
+	// listeners) that relayed traffic may never reach, in addition to the
+	// TURN listen port itself.
+	Protected []netip.AddrPort
+}
+
+// Server is a running STUN/TURN server.
+type Server struct {
+	// static after construction
+	cfg       config.TURN
+	log       *slog.Logger
+	reg       prometheus.Registerer
+	metrics   *metrics
+	auth      *authenticator
+	allocs    *allocTable
+	relays    *relayRegistry
+	udp       []*udpListener
+	tcp       *tcpListener
+	pion      []*turn.Server
+	udpAddr   *net.UDPAddr
+	tcpAddr   *net.TCPAddr
+	relayIP   netip.Addr
+	host      string // put in URIs
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// shutdownWait bounds how long Close waits for pion's goroutines to report
+// their allocations deleted.
+const shutdownWait = 5 * time.Second
+
+// New binds the listeners (UDP with cfg.UDPSockets SO_REUSEPORT sockets,
+// 0 = runtime.NumCPU(); TCP on the same address) and starts serving.
+// cfg.Secrets must be non-empty (main generates a random one for the
+// no-config demo).
+func New(cfg config.TURN, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		return nil, errors.New("turnserver: Options.Logger is required")
+	}
+	if len(cfg.Secrets) == 0 {
+		return nil, errors.New("turnserver: turn.secrets is empty; at least one secret is required")
+	}
+	listenIP, port, err := parseListen(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	sockets := cfg.UDPSockets
+	if sockets == 0 {
+		sockets = runtime.NumCPU()
+	}
+	s := &Server{cfg: cfg, log: opts.Logger, reg: opts.Registerer, relays: newRelayRegistry()}
+	if err := s.listen(listenIP, port, sockets); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeListeners()
+		}
+	}()
+
+	s.metrics, err = newMetrics(opts.Registerer, s.relays)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !ok {
+			s.metrics.unregister(opts.Registerer)
+		}
+	}()
+	s.allocs = newAllocTable(cfg.UserQuota, cfg.TotalQuota, s.metrics, s.log)
+	s.auth = &authenticator{
+		realm:       cfg.Realm,
+		maxLifetime: cfg.MaxAllocationLifetime,
+		policy:      newPeerPolicy(cfg),
+		allocs:      s.allocs,
+		metrics:     s.metrics,
+		log:         s.log,
+		limiter:     newLogLimiter(),
+	}
+	if err := s.SetSecrets(cfg.Secrets); err != nil {
+		return nil, err
+	}
+
+	s.relayIP, err = relayAddress(cfg.PublicIP, listenIP)
+	if err != nil {
+		return nil, err
+	}
+	relayBind := "0.0.0.0"
+	if listenIP.Is4() && !listenIP.IsUnspecified() {
+		relayBind = listenIP.String()
+	}
+	guard := newRelayGuard(uint16(s.udpAddr.Port), listenIP, s.relayIP, opts.Protected)
+	s.host = cfg.Host
+	if s.host == "" {
+		s.host = s.relayIP.String()
+		if cfg.PublicIP == "" && !listenIP.IsUnspecified() {
+			s.host = listenIP.String()
+		}
+	}
+
+	if err := s.startPion(relayBind, guard); err != nil {
+		return nil, err
+	}
+	ok = true
+	s.logStart(listenIP, sockets)
+	return s, nil
+}
+
+func parseListen(listen string) (netip.Addr, uint16, error) {
+	host, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return netip.Addr{}, 0, fmt.Errorf("turnserver: turn.listen %q: %w", listen, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return netip.Addr{}, 0, fmt.Errorf("turnserver: turn.listen %q: bad port: %w", listen, err)
+	}
+	var ip netip.Addr
+	switch host {
+	case "":
+		ip = netip.IPv4Unspecified()
+	case "localhost":
+		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	default:
+		if ip, err = netip.ParseAddr(host); err != nil {
+			return netip.Addr{}, 0, fmt.Errorf("turnserver: turn.listen %q: %w", listen, err)
+		}
+	}
+	return ip.Unmap(), uint16(port), nil
+}
+
+// listen binds UDP and then TCP on the same port. When the port is chosen
+// by the kernel the TCP port may be taken; it then tries another port.
+func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
+	udpNet, tcpNet := "udp4", "tcp4"
+	if ip.Is6() {
+		udpNet, tcpNet = "udp6", "tcp6"
+	}
+	tries := 1
+	if port == 0 {
+		tries = 10
+	}
+	var lastErr error
+	for range tries {
+		conns, err := listenUDP(context.Background(), udpNet, ip, port, sockets)
+		if err != nil {
+			return err
+		}
+		udpAddr := conns[0].LocalAddr().(*net.UDPAddr)
+		addr := netip.AddrPortFrom(ip, uint16(udpAddr.Port)).String()
+		var lc net.ListenConfig
+		tl, err := lc.Listen(context.Background(), tcpNet, addr)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			lastErr = fmt.Errorf("turnserver: listen %s %s: %w", tcpNet, addr, err)
+			continue
+		}
+		s.udpAddr = udpAddr
+		s.tcpAddr = tl.Addr().(*net.TCPAddr)
+		for _, c := range conns {
+			s.udp = append(s.udp, newUDPListener(c, nil))
+		}
+		s.tcp = newTCPListener(tl, nil)
+		return nil
+	}
+	return lastErr
+}
+
+// closeListeners is New's cleanup when it fails after binding.
+func (s *Server) closeListeners() {
+	for _, p := range s.pion {
+		p.Close()
+	}
+	for _, l := range s.udp {
+		l.UDPConn.Close()
+	}
+	s.tcp.Close()
+}
+
+// relayAddress is the address advertised in relay candidates: the public
+// IP, else the listen IP, else (listening on all addresses) the first
+// global IPv4 address of the host. pion v4 relays over IPv4 only.
+func relayAddress(publicIP string, listenIP netip.Addr) (netip.Addr, error) {
+	if publicIP != "" {
+		ip, err := netip.ParseAddr(publicIP)
+		if err != nil || !ip.Unmap().Is4() {
+			return netip.Addr{}, fmt.Errorf("turnserver: turn.public_ip %q: relays are IPv4, want an IPv4 address", publicIP)
+		}
+		return ip.Unmap(), nil
+	}
+	if listenIP.Is4() && !listenIP.IsUnspecified() {
+		return listenIP, nil
+	}
+	for _, a := range interfaceAddrs() {
+		if a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+			return a, nil
+		}
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
+}
+
+func interfaceAddrs() []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if pn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(pn.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
+}
+
+// newRelayGuard protects the TURN port and opts.Protected on every address
+// of this host (taken at start: addresses added later are not known).
+func newRelayGuard(turnPort uint16, listenIP, relayIP netip.Addr, protected []netip.AddrPort) *relayGuard {
+	g := &relayGuard{ports: []uint16{turnPort}}
+	for _, p := range protected {
+		g.ports = append(g.ports, p.Port())
+		g.own = append(g.own, p.Addr().Unmap())
+	}
+	g.own = append(g.own, listenIP, relayIP)
+	g.own = append(g.own, interfaceAddrs()...)
+	for _, c := range []string{"0.0.0.0/8", "127.0.0.0/8", "::/128", "::1/128"} {
+		g.ownRanges = append(g.ownRanges, netip.MustParsePrefix(c))
+	}
+	return g
+}
+
+// startPion runs one pion Server per UDP socket, each with an AuthHandler
+// bound to that socket's verdict slot (see auth.go), and one for TCP.
+func (s *Server) startPion(relayBind string, guard *relayGuard) error {
+	events := turn.EventHandler{
+		OnAllocationCreated: func(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
+			s.allocs.created(src, dst, username, relay)
+		},
+		OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) {
+			s.allocs.deleted(src, dst)
+		},
+		OnPermissionCreated: func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+			if rc := s.relays.get(uint16(addrPortOf(relay).Port())); rc != nil {
+				if ip, ok := netip.AddrFromSlice(peer); ok {
+					rc.addPeer(ip)
+				}
+			}
+		},
+		OnPermissionDeleted: func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+			if rc := s.relays.get(uint16(addrPortOf(relay).Port())); rc != nil {
+				if ip, ok := netip.AddrFromSlice(peer); ok {
+					rc.removePeer(ip)
+				}
+			}
+		},
+	}
+	permission := func(_ net.Addr, peer net.IP) bool {
+		// Defence in depth: the listener wrappers already answered 403
+		// for denied peers, so this refuses only what slipped past them.
+		ip, _ := netip.AddrFromSlice(peer)
+		ok, _ := s.auth.policy.check(ip)
+		return ok
+	}
+	generator := func() *relayGenerator {
+		// One generator per pion server: pion calls it from that server's
+		// read loop only.
+		return &relayGenerator{
+			inner: &turn.RelayAddressGeneratorPortRange{
+				RelayAddress: net.IP(s.relayIP.AsSlice()),
+				MinPort:      s.cfg.RelayPorts.Min,
+				MaxPort:      s.cfg.RelayPorts.Max,
+				MaxRetries:   30,
+				Address:      relayBind,
+			},
+			guard:       guard,
+			registry:    s.relays,
+			bytesPerSec: float64(s.cfg.MaxBitrate) / 8,
+		}
+	}
+	quota := func(username, _ string, src net.Addr) bool { return s.allocs.reserve(username, src) }
+	base := turn.ServerConfig{
+		LoggerFactory: slogFactory{log: s.log},
+		Realm:         s.cfg.Realm,
+		QuotaHandler:  quota,
+		EventHandler:  events,
+	}
+	for _, l := range s.udp {
+		l.auth = s.auth
+		sc := base
+		sc.PacketConnConfigs = []turn.PacketConnConfig{{PacketConn: l, RelayAddressGenerator: generator(), PermissionHandler: permission}}
+		sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
+			return s.auth.authHandler(&l.in.slot, username, realm, src)
+		}
+		ps, err := turn.NewServer(sc)
+		if err != nil {
+			return fmt.Errorf("turnserver: start udp %s: %w", s.udpAddr, err)
+		}
+		s.pion = append(s.pion, ps)
+	}
+	s.tcp.auth = s.auth
+	sc := base
+	sc.ListenerConfigs = []turn.ListenerConfig{{Listener: s.tcp, RelayAddressGenerator: generator(), PermissionHandler: permission}}
+	sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
+		slot := s.tcp.slot(src)
+		if slot == nil {
+			slot = &verdictSlot{} // conn already gone: refused as no_verdict
+		}
+		return s.auth.authHandler(slot, username, realm, src)
+	}
+	ps, err := turn.NewServer(sc)
+	if err != nil {
+		return fmt.Errorf("turnserver: start tcp %s: %w", s.tcpAddr, err)
+	}
+	s.pion = append(s.pion, ps)
+	return nil
+}
+
+func (s *Server) logStart(listenIP netip.Addr, sockets int) {
+	s.log.Info("turn: listening", "udp", s.udpAddr.String(), "tcp", s.tcpAddr.String(), "udp_sockets", sockets,
+		"relay_address", s.relayIP.String(), "relay_ports", s.cfg.RelayPorts.String(), "realm", s.cfg.Realm,
+		"max_bitrate", s.cfg.MaxBitrate, "user_quota", s.cfg.UserQuota, "total_quota", s.cfg.TotalQuota)
+	// A wrong advertised address is the most common TURN support issue:
+	// clients get relay candidates they cannot reach.
+	if !listenIP.IsLoopback() && (s.relayIP.IsPrivate() || s.relayIP.IsLoopback() || s.relayIP.IsLinkLocalUnicast()) {
+		s.log.Warn("turn: relay address is private or loopback on a non-loopback listener; clients outside this network cannot reach relays. Set turn.public_ip",
+			"relay_address", s.relayIP.String(), "listen", s.udpAddr.String())
+	}
+	if s.cfg.AllowLoopbackPeers {
+		s.log.Warn("turn: turn.allow_loopback_peers is on: clients can relay to this host's loopback services; only for tests and local demos")
+	}
+}
+
+// Close stops the listeners, closes every allocation and waits for the
+// read loops to report them gone. It is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		for _, p := range s.pion {
+			if err := p.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
+		defer cancel()
+		for _, l := range s.udp {
+			select {
+			case <-l.done:
+			case <-ctx.Done():
+			}
+		}
+		if err := s.allocs.waitEmpty(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("turnserver: close: %d allocations still open after %s: %w", s.allocs.count(), shutdownWait, err))
+		}
+		// Relays pion opened without an allocation (EVEN-PORT probing)
+		// or left behind are closed here.
+		for _, rc := range s.relays.all() {
+			rc.Close()
+		}
+		s.metrics.unregister(s.reg)
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// UDPAddr is the actual bound UDP address (port 0 resolved).
+func (s *Server) UDPAddr() *net.UDPAddr { return s.udpAddr }
+
+// TCPAddr is the actual bound TCP address.
+func (s *Server) TCPAddr() *net.TCPAddr { return s.tcpAddr }
+
+// AllocationCount is the number of allocations open now.
+func (s *Server) AllocationCount() int { return s.allocs.count() }
+
+// SetSecrets replaces the secrets (for rotation, e.g. on SIGHUP): the
+// first signs new credentials, all verify. Running allocations are not
+// affected until their next request.
+func (s *Server) SetSecrets(secrets []string) error {
+	if len(secrets) == 0 {
+		return errors.New("turnserver: SetSecrets: at least one secret is required")
+	}
+	cp := append([]string(nil), secrets...)
+	s.auth.secrets.Store(&cp)
+	return nil
+}
+
+// Credentials mints TURN REST credentials for user, signed with the first
+// secret.
+func (s *Server) Credentials(user string, ttl time.Duration) Credentials {
+	expires := time.Now().Add(ttl).Truncate(time.Second)
+	username, password := MintCredentials((*s.auth.secrets.Load())[0], user, expires)
+	return Credentials{
+		Username: username,
+		Password: password,
+		TTL:      int64(ttl / time.Second),
+		URIs:     s.TURNURIs(),
+		Expires:  expires,
+	}
+}
+
+func (s *Server) hostPort() string {
+	return net.JoinHostPort(s.host, strconv.Itoa(s.udpAddr.Port))
+}
+
+// STUNURIs are the stun: URIs clients are given.
+func (s *Server) STUNURIs() []string { return []string{"stun:" + s.hostPort()} }
+
+// TURNURIs are the turn: URIs clients are given, UDP first.
+func (s *Server) TURNURIs() []string {
+	hp := s.hostPort()
+	return []string{"turn:" + hp + "?transport=udp", "turn:" + hp + "?transport=tcp"}
+}
