@@ -1,0 +1,369 @@
+// call.js: the mesh of RTCPeerConnections, one per remote peer, negotiated
+// with the perfect negotiation pattern over the hub's opaque `signal`
+// messages. It knows nothing of the DOM: the page listens to its events.
+//
+// Signal payloads between clients (the hub passes them through untouched):
+//   {description: RTCSessionDescriptionInit}   an offer or an answer
+//   {candidate: RTCIceCandidateInit}           a trickled candidate
+//   {media: {mic, cam, screen}}                what the sender is sending, for the far tile
+
+import { factsFromReport, emptyFacts, rates } from "./stats.js";
+
+/** How long ICE may stay "disconnected" before we restart it. */
+const DISCONNECTED_GRACE_MS = 4000;
+/** How often stats are sampled for the speaking indicator and connection facts. */
+const STATS_INTERVAL_MS = 500;
+
+/**
+ * One remote peer and its RTCPeerConnection.
+ */
+class Peer {
+  constructor(call, id, name) {
+    this.call = call;
+    this.id = id;
+    this.name = name;
+    this.reconnecting = false;
+    // Perfect negotiation: the polite peer yields on offer collisions. Ids are
+    // compared so both ends agree without talking.
+    this.polite = call.id < id;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.settingRemoteAnswer = false;
+    /** Signals are applied one after another, in order. */
+    this.chain = Promise.resolve();
+    this.stream = new MediaStream();
+    this.remoteMedia = { mic: true, cam: true, screen: false };
+    this.facts = emptyFacts();
+    this.rates = { inBps: 0, outBps: 0, loss: 0 };
+    this.disconnectedTimer = 0;
+    this.restarts = 0;
+    this.pc = this.newPC();
+  }
+
+  newPC() {
+    const pc = new RTCPeerConnection(this.call.rtcConfig());
+    pc.ontrack = ({ track }) => {
+      // One stream per peer: its audio and its video (camera or screen, same sender).
+      for (const t of this.stream.getTracks()) if (t.kind === track.kind && t !== track) this.stream.removeTrack(t);
+      if (!this.stream.getTracks().includes(track)) this.stream.addTrack(track);
+      this.call.emit("peerstream", { peer: this });
+    };
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate) this.send({ candidate: candidate.toJSON() });
+    };
+    pc.onnegotiationneeded = async () => {
+      try {
+        this.makingOffer = true;
+        await pc.setLocalDescription();
+        this.send({ description: pc.localDescription.toJSON() });
+      } catch (err) {
+        this.call.log(`offer to ${this.id} failed`, err);
+      } finally {
+        this.makingOffer = false;
+      }
+    };
+    pc.oniceconnectionstatechange = () => this.onICEState();
+    pc.onconnectionstatechange = () => {
+      this.call.emit("peerstate", { peer: this });
+    };
+    if (!this.polite) {
+      // The impolite side creates the two m-lines; the polite side attaches
+      // its tracks to them when the offer arrives. One audio and one video
+      // line per pair whatever each side has, so a peer without a camera
+      // still receives video, and screen sharing is a replaceTrack.
+      pc.addTransceiver("audio", { direction: "sendrecv", streams: [this.call.localStream] });
+      pc.addTransceiver("video", { direction: "sendrecv", streams: [this.call.localStream] });
+      this.attachTracks();
+    }
+    return pc;
+  }
+
+  send(payload) {
+    this.call.sig.signal(this.id, payload);
+  }
+
+  /** Puts our current tracks on the senders of our transceivers. */
+  attachTracks() {
+    for (const tr of this.pc.getTransceivers()) {
+      if (tr.stopped || tr.currentDirection === "stopped") continue;
+      const kind = tr.receiver.track.kind;
+      const track = this.call.outgoingTrack(kind);
+      if (tr.direction !== "sendrecv") tr.direction = "sendrecv";
+      if (tr.sender.track !== track) tr.sender.replaceTrack(track).catch((err) => this.call.log("replaceTrack", err));
+      try { tr.sender.setStreams(this.call.localStream); } catch { /* older engines */ }
+    }
+  }
+
+  onICEState() {
+    const st = this.pc.iceConnectionState;
+    clearTimeout(this.disconnectedTimer);
+    if (st === "failed") {
+      this.restartIce("failed");
+    } else if (st === "disconnected") {
+      this.disconnectedTimer = setTimeout(() => {
+        if (this.pc.iceConnectionState === "disconnected") this.restartIce("disconnected too long");
+      }, DISCONNECTED_GRACE_MS);
+    }
+    this.call.emit("peerstate", { peer: this });
+  }
+
+  restartIce(why) {
+    if (this.call.sig.state !== "open") return; // we restart once the hub is back
+    this.restarts++;
+    this.call.log(`ICE restart with ${this.id}: ${why}`);
+    this.pc.restartIce();
+  }
+
+  /** Applies one signal payload from this peer, in order. */
+  onSignal(payload) {
+    this.chain = this.chain.then(() => this.applySignal(payload)).catch((err) => {
+      this.call.log(`signal from ${this.id}`, err);
+    });
+  }
+
+  async applySignal({ description, candidate, media }) {
+    const pc = this.pc;
+    if (media) {
+      this.remoteMedia = { ...this.remoteMedia, ...media };
+      this.call.emit("peermedia", { peer: this });
+    }
+    if (description) {
+      // The pattern from the WebRTC spec's "perfect negotiation" example.
+      const readyForOffer = !this.makingOffer &&
+        (pc.signalingState === "stable" || this.settingRemoteAnswer);
+      const offerCollision = description.type === "offer" && !readyForOffer;
+      this.ignoreOffer = !this.polite && offerCollision;
+      if (this.ignoreOffer) return;
+      this.settingRemoteAnswer = description.type === "answer";
+      try {
+        await pc.setRemoteDescription(description);
+      } finally {
+        this.settingRemoteAnswer = false;
+      }
+      if (description.type === "offer") {
+        this.attachTracks();
+        await pc.setLocalDescription();
+        this.send({ description: pc.localDescription.toJSON() });
+      }
+    } else if (candidate) {
+      try {
+        await pc.addIceCandidate(candidate);
+      } catch (err) {
+        if (!this.ignoreOffer) throw err;
+      }
+    }
+  }
+
+  async sample() {
+    if (this.pc.connectionState === "closed") return;
+    const prev = this.facts;
+    this.facts = factsFromReport(await this.pc.getStats());
+    this.rates = rates(prev, this.facts);
+  }
+
+  close() {
+    clearTimeout(this.disconnectedTimer);
+    this.pc.close();
+  }
+}
+
+/**
+ * Call is the mesh. Events (CustomEvent, detail):
+ *   peerjoined {peer}, peerleft {peer, reason}, peerstream {peer}, peerstate {peer},
+ *   peermedia {peer}, peerrenamed {peer}, stats {}
+ */
+export class Call extends EventTarget {
+  /**
+   * @param {import("./protocol.js").Signaling} sig
+   * @param {{localStream: MediaStream, relayOnly?: boolean, log?: Function}} opts
+   */
+  constructor(sig, opts) {
+    super();
+    this.sig = sig;
+    this.localStream = opts.localStream;
+    this.relayOnly = !!opts.relayOnly;
+    this.log = opts.log || (() => {});
+    this.id = "";
+    this.iceServers = [];
+    /** @type {Map<string, Peer>} */
+    this.peers = new Map();
+    /** Replaces the camera track while sharing the screen. */
+    this.screenTrack = null;
+    this.media = { mic: true, cam: true, screen: false };
+    this.statsTimer = 0;
+    this.sampling = false;
+
+    sig.addEventListener("welcome", (e) => this.onWelcome(e.detail));
+    sig.addEventListener("joined", (e) => this.addPeer(e.detail.peer.id, e.detail.peer.name));
+    sig.addEventListener("left", (e) => this.removePeer(e.detail.id, e.detail.reason));
+    sig.addEventListener("renamed", (e) => {
+      const p = this.peers.get(e.detail.id);
+      if (p) { p.name = e.detail.name; this.emit("peerrenamed", { peer: p }); }
+    });
+    sig.addEventListener("reconnecting", (e) => this.setReconnecting(e.detail.id, true));
+    sig.addEventListener("resumed", (e) => this.setReconnecting(e.detail.id, false));
+    sig.addEventListener("signal", (e) => {
+      const { from, payload } = e.detail;
+      // A signal can outrun the presence event that announces its sender.
+      const p = this.peers.get(from) || this.addPeer(from, "");
+      if (payload && typeof payload === "object") p.onSignal(payload);
+    });
+    sig.addEventListener("ice", (e) => this.setIceServers(e.detail.iceServers));
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  rtcConfig() {
+    return {
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.relayOnly ? "relay" : "all",
+      bundlePolicy: "max-bundle",
+    };
+  }
+
+  onWelcome(w) {
+    this.iceServers = w.iceServers || [];
+    if (!w.resumed || w.id !== this.id) {
+      // A fresh session (first join, or the resume window ran out): our id
+      // changed, so every connection is rebuilt against the current room.
+      for (const p of [...this.peers.values()]) this.removePeer(p.id, "rejoined");
+      this.id = w.id;
+      for (const p of w.peers || []) this.addPeer(p.id, p.name, p.reconnecting);
+    } else {
+      this.setIceServers(this.iceServers);
+      const present = new Set((w.peers || []).map((p) => p.id));
+      for (const p of [...this.peers.values()]) if (!present.has(p.id)) this.removePeer(p.id, "left");
+      for (const p of w.peers || []) {
+        if (!this.peers.has(p.id)) this.addPeer(p.id, p.name, p.reconnecting);
+        else this.setReconnecting(p.id, !!p.reconnecting);
+      }
+      // Connections that broke while we were away are repaired now that we can signal.
+      for (const p of this.peers.values()) {
+        const st = p.pc.iceConnectionState;
+        if (st === "failed" || st === "disconnected") p.restartIce("after resume");
+      }
+    }
+    this.startStats();
+  }
+
+  addPeer(id, name, reconnecting = false) {
+    if (id === this.id) return null;
+    let p = this.peers.get(id);
+    if (p) {
+      if (name) p.name = name;
+      return p;
+    }
+    p = new Peer(this, id, name);
+    p.reconnecting = reconnecting;
+    this.peers.set(id, p);
+    p.send({ media: this.media });
+    this.emit("peerjoined", { peer: p });
+    return p;
+  }
+
+  removePeer(id, reason) {
+    const p = this.peers.get(id);
+    if (!p) return;
+    this.peers.delete(id);
+    p.close();
+    this.emit("peerleft", { peer: p, reason });
+  }
+
+  setReconnecting(id, on) {
+    const p = this.peers.get(id);
+    if (!p) return;
+    p.reconnecting = on;
+    this.emit("peerstate", { peer: p });
+  }
+
+  setIceServers(servers) {
+    this.iceServers = servers || [];
+    for (const p of this.peers.values()) {
+      try {
+        p.pc.setConfiguration({ ...p.pc.getConfiguration(), ...this.rtcConfig() });
+      } catch (err) {
+        this.log("setConfiguration", err);
+      }
+    }
+  }
+
+  /** The track we send for kind: the screen while sharing, else the camera or mic. */
+  outgoingTrack(kind) {
+    if (kind === "video" && this.screenTrack) return this.screenTrack;
+    return this.localStream.getTracks().find((t) => t.kind === kind) || null;
+  }
+
+  /** Re-attaches outgoing tracks everywhere (device switch, screen share), no renegotiation. */
+  refreshTracks() {
+    for (const p of this.peers.values()) {
+      for (const tr of p.pc.getTransceivers()) {
+        const track = this.outgoingTrack(tr.receiver.track.kind);
+        if (tr.sender.track !== track) tr.sender.replaceTrack(track).catch((err) => this.log("replaceTrack", err));
+      }
+    }
+  }
+
+  /** Tells every peer what we send, for their tiles. */
+  setMedia(media) {
+    this.media = { ...this.media, ...media };
+    for (const p of this.peers.values()) p.send({ media: this.media });
+  }
+
+  async startScreen(track) {
+    this.screenTrack = track;
+    this.refreshTracks();
+    this.setMedia({ screen: true });
+  }
+
+  stopScreen() {
+    if (!this.screenTrack) return;
+    this.screenTrack.stop();
+    this.screenTrack = null;
+    this.refreshTracks();
+    this.setMedia({ screen: false });
+  }
+
+  startStats() {
+    if (this.statsTimer) return;
+    this.statsTimer = setInterval(() => this.sampleAll(), STATS_INTERVAL_MS);
+  }
+
+  async sampleAll() {
+    if (this.sampling) return;
+    this.sampling = true;
+    try {
+      await Promise.all([...this.peers.values()].map((p) => p.sample().catch(() => {})));
+      this.emit("stats", {});
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  /** Fresh facts for every peer, for window.callbox.peers(). */
+  async snapshot() {
+    await Promise.all([...this.peers.values()].map((p) => p.sample().catch(() => {})));
+    return [...this.peers.values()].map((p) => ({
+      id: p.id,
+      name: p.name,
+      connectionState: p.pc.connectionState,
+      iceConnectionState: p.pc.iceConnectionState,
+      reconnecting: p.reconnecting,
+      polite: p.polite,
+      restarts: p.restarts,
+      media: { ...p.remoteMedia },
+      rates: { ...p.rates },
+      ...p.facts,
+    }));
+  }
+
+  /** Ends every connection (leave). */
+  close() {
+    clearInterval(this.statsTimer);
+    this.statsTimer = 0;
+    for (const p of this.peers.values()) p.close();
+    this.peers.clear();
+    this.stopScreen();
+  }
+}
