@@ -19,6 +19,7 @@ type Config struct {
 	HTTP    HTTP    `toml:"http"`
 	TURN    TURN    `toml:"turn"`
 	Signal  Signal  `toml:"signal"`
+	TLS     TLS     `toml:"tls"`
 	Metrics Metrics `toml:"metrics"`
 	Log     Log     `toml:"log"`
 }
@@ -84,6 +85,26 @@ type Signal struct {
 	ShutdownTimeout     time.Duration `toml:"shutdown_timeout"`
 }
 
+// TLS is the certificate for HTTPS and TURN over TLS: from files, or from an
+// ACME CA for ACMEDomains. Neither set turns TLS off.
+type TLS struct {
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// ACMEDomains turns ACME on; exclusive with CertFile/KeyFile.
+	ACMEDomains []string `toml:"acme_domains"`
+	ACMEEmail   string   `toml:"acme_email"`
+	// ACMECA is the CA's directory URL.
+	ACMECA string `toml:"acme_ca"`
+	// ACMECARoot is a PEM file of roots trusted for the CA's HTTPS (private
+	// CAs, tests); empty trusts the system roots.
+	ACMECARoot string `toml:"acme_ca_root"`
+	// ACMEStorage holds the ACME account key and the certificates.
+	ACMEStorage string `toml:"acme_storage"`
+}
+
+// LetsEncrypt is the production directory of Let's Encrypt.
+const LetsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
+
 // Metrics is the Prometheus endpoint; an empty Listen turns it off.
 type Metrics struct {
 	Listen string `toml:"listen"`
@@ -122,6 +143,10 @@ func Default() Config {
 			MaxConnectionsPerIP: 50,
 			SendQueue:           128,
 			ShutdownTimeout:     5 * time.Second,
+		},
+		TLS: TLS{
+			ACMECA:      LetsEncrypt,
+			ACMEStorage: "/var/lib/callbox/acme",
 		},
 		Metrics: Metrics{Listen: "127.0.0.1:9478"},
 		Log:     Log{Level: "info", Format: "text"},

@@ -23,6 +23,7 @@ func TestExampleIsDefaults(t *testing.T) {
 	normalize := func(c *Config) {
 		c.TURN.Secrets, c.TURN.AllowedPeers, c.TURN.DeniedPeers = nil, nil, nil
 		c.Signal.Origins, c.Signal.APIKeys = nil, nil
+		c.TLS.ACMEDomains = nil
 	}
 	normalize(&cfg)
 	normalize(&def)
@@ -37,7 +38,7 @@ func TestExampleIsDefaults(t *testing.T) {
 		}
 	}
 	want := 0
-	for _, s := range []any{cfg.HTTP, cfg.TURN, cfg.Signal, cfg.Metrics, cfg.Log} {
+	for _, s := range []any{cfg.HTTP, cfg.TURN, cfg.Signal, cfg.TLS, cfg.Metrics, cfg.Log} {
 		want += reflect.TypeOf(s).NumField()
 	}
 	if keys != want {
@@ -67,6 +68,16 @@ func TestParseErrors(t *testing.T) {
 		{"log level", "[log]\nlevel = \"loud\"\n", "line 2: log.level"},
 		{"http listen", "[http]\nlisten = \"nowhere\"\n", "line 2: http.listen"},
 		{"wrong type", "[turn]\nuser_quota = \"ten\"\n", "user_quota"},
+		{"tls key without cert", "[tls]\nkey_file = \"k.pem\"\n", "line 2: tls.key_file: is set but tls.cert_file is not"},
+		{"tls cert without key", "[tls]\ncert_file = \"c.pem\"\n", "line 2: tls.cert_file: is set but tls.key_file is not"},
+		{"tls files and acme", "[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nacme_domains = [\"a.example\"]\n", "line 4: tls.acme_domains: cannot be used with tls.cert_file"},
+		{"acme wildcard", "[tls]\nacme_domains = [\"*.example.com\"]\n", "tls.acme_domains: \"*.example.com\" is a wildcard"},
+		{"acme ip", "[tls]\nacme_domains = [\"192.0.2.1\"]\n", "is an IP address"},
+		{"acme port", "[tls]\nacme_domains = [\"a.example:443\"]\n", "has ':'"},
+		{"acme twice", "[tls]\nacme_domains = [\"a.example\", \"A.example\"]\n", "listed twice"},
+		{"acme email", "[tls]\nacme_domains = [\"a.example\"]\nacme_email = \"me\"\n", "line 3: tls.acme_email"},
+		{"acme ca http", "[tls]\nacme_domains = [\"a.example\"]\nacme_ca = \"http://ca.example/dir\"\n", "line 3: tls.acme_ca: \"http://ca.example/dir\" must be an https://"},
+		{"acme storage", "[tls]\nacme_domains = [\"a.example\"]\nacme_storage = \"\"\n", "line 3: tls.acme_storage"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +42,7 @@ func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
 
 // Validate checks every bound and names the key that breaks one.
 func (c *Config) Validate() error {
-	checks := []func() error{c.HTTP.validate, c.TURN.validate, c.Signal.validate, c.Metrics.validate, c.Log.validate}
+	checks := []func() error{c.HTTP.validate, c.TURN.validate, c.Signal.validate, c.TLS.validate, c.Metrics.validate, c.Log.validate}
 	for _, check := range checks {
 		if err := check(); err != nil {
 			return err
@@ -154,6 +155,69 @@ func (s *Signal) validate() error {
 	}
 	if s.ShutdownTimeout < 0 || s.ShutdownTimeout > 5*time.Minute {
 		return keyErr("signal.shutdown_timeout", "%s is out of range; must be between 0s and 5m", s.ShutdownTimeout)
+	}
+	return nil
+}
+
+func (t *TLS) validate() error {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		// Name the key that is set: it has a line to point at.
+		if t.CertFile == "" {
+			return keyErr("tls.key_file", "is set but tls.cert_file is not; set both or neither")
+		}
+		return keyErr("tls.cert_file", "is set but tls.key_file is not; set both or neither")
+	}
+	if len(t.ACMEDomains) == 0 {
+		return nil
+	}
+	if t.CertFile != "" {
+		return keyErr("tls.acme_domains", "cannot be used with tls.cert_file and tls.key_file; set one or the other")
+	}
+	seen := make(map[string]bool, len(t.ACMEDomains))
+	for _, d := range t.ACMEDomains {
+		if err := validDomain(d); err != nil {
+			return keyErr("tls.acme_domains", "%q %v", d, err)
+		}
+		if seen[strings.ToLower(d)] {
+			return keyErr("tls.acme_domains", "%q is listed twice", d)
+		}
+		seen[strings.ToLower(d)] = true
+	}
+	if t.ACMEEmail != "" && (strings.Count(t.ACMEEmail, "@") != 1 || strings.ContainsAny(t.ACMEEmail, " <>,;:") ||
+		strings.HasPrefix(t.ACMEEmail, "@") || strings.HasSuffix(t.ACMEEmail, "@")) {
+		return keyErr("tls.acme_email", "%q is not an email address", t.ACMEEmail)
+	}
+	u, err := url.Parse(t.ACMECA)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return keyErr("tls.acme_ca", "%q must be an https:// directory URL, as %q", t.ACMECA, LetsEncrypt)
+	}
+	if t.ACMEStorage == "" {
+		return keyErr("tls.acme_storage", "must be set when tls.acme_domains is")
+	}
+	return nil
+}
+
+// validDomain accepts the names an HTTP-01 challenge can prove: DNS names,
+// no wildcards (those need DNS-01), no IP addresses, no ports.
+func validDomain(d string) error {
+	if _, err := netip.ParseAddr(d); err == nil {
+		return fmt.Errorf("is an IP address; must be a domain name")
+	}
+	if strings.HasPrefix(d, "*.") {
+		return fmt.Errorf("is a wildcard; HTTP-01 cannot prove wildcards, list each name")
+	}
+	if len(d) == 0 || len(d) > 253 || !strings.Contains(d, ".") {
+		return fmt.Errorf("is not a domain name (as \"call.example.com\")")
+	}
+	for _, label := range strings.Split(d, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("is not a domain name (as \"call.example.com\")")
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("has %q; a domain name has letters, digits, '-' and '.'", c)
+			}
+		}
 	}
 	return nil
 }
