@@ -25,7 +25,8 @@ func parseVmRSS(status []byte) (int64, error) {
 			return 0, fmt.Errorf("VmRSS line %q: want \"N kB\"", sc.Text())
 		}
 		kb, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil || kb < 0 {
+		// Above 2^53 kB the shift to bytes would overflow: no machine has that.
+		if err != nil || kb < 0 || kb > 1<<53 {
 			return 0, fmt.Errorf("VmRSS line %q: bad number", sc.Text())
 		}
 		return kb << 10, nil
@@ -54,12 +55,13 @@ func parseStatCPU(stat []byte) (time.Duration, error) {
 	var ticks int64
 	for _, f := range fields[11:13] {
 		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil || n < 0 {
+		// The bound keeps ticks*time.Second from overflowing (about 29 years of CPU).
+		if err != nil || n < 0 || n > 1<<34 {
 			return 0, fmt.Errorf("stat: bad CPU time %q", f)
 		}
 		ticks += n
 	}
-	return time.Duration(ticks) * time.Second / clockTick, nil
+	return time.Duration(ticks) * (time.Second / clockTick), nil
 }
 
 // parseOpenFilesLimit returns the soft "Max open files" of /proc/PID/limits.
