@@ -333,8 +333,8 @@ func (c *client) allow(now time.Time) bool {
 
 func readErrReason(err error) string {
 	var ce *websocket.CloseError
-	if errors.As(err, &ce) {
-		return reasonClosed
+	if errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure {
+		return reasonClosed // 1006 is gorilla's name for an EOF without close frame
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

@@ -171,6 +171,9 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 			delete(h.perIP, ip)
 		}
 		h.mu.Unlock()
+		// Shutdown has already told the others; this one learns the same.
+		ws.SetWriteDeadline(time.Now().Add(time.Second))
+		ws.WriteMessage(websocket.TextMessage, encode(reconnectMsg{Type: "reconnect", Reason: "server shutting down", After: reconnectAfter.Milliseconds()}))
 		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseServiceRestart, "server shutting down"), time.Now().Add(time.Second))
 		ws.Close()
 		return
