@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ type result struct {
 	MsgRate          float64 // messages delivered per second of the message phase
 	P50, P99, Max    time.Duration
 	ServerCPU        float64 // server CPU seconds per second during the message phase
+	LoadAvg          float64 // the machine's 1-minute load average at the end of the run
 	Errors           int64
 	ErrorsByCategory map[string]int64
 }
@@ -128,10 +130,20 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 		return res, err
 	}
 
+	// The CPU of both sides during the joins tells which one limited them.
+	self := os.Getpid()
+	srvCPU0, _ := readCPU(srv.pid())
+	selfCPU0, _ := readCPU(self)
+	joinStart := time.Now()
 	clients, joinRate := r.join(ctx)
 	defer r.closeAll(clients)
 	res.Joined, res.JoinRate = len(clients), joinRate
-	log.Info("joined", "server", proto.Name(), "clients", len(clients), "of", cfg.N, "per_second", int(joinRate))
+	joinSecs := time.Since(joinStart).Seconds()
+	srvCPU1, _ := readCPU(srv.pid())
+	selfCPU1, _ := readCPU(self)
+	log.Info("joined", "server", proto.Name(), "clients", len(clients), "of", cfg.N, "per_second", int(joinRate),
+		"server_cpu", fmt.Sprintf("%.0f%%", 100*(srvCPU1-srvCPU0).Seconds()/joinSecs),
+		"bench_cpu", fmt.Sprintf("%.0f%%", 100*(selfCPU1-selfCPU0).Seconds()/joinSecs))
 	if len(clients) == 0 {
 		return res, fmt.Errorf("signalbench: %s: no client joined", proto.Name())
 	}
@@ -188,6 +200,7 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	if missing := cfg.N - res.Joined; missing > 0 {
 		r.fail("not joined", fmt.Errorf("%d of %d clients did not join", missing, cfg.N))
 	}
+	res.LoadAvg = readLoadAvg()
 	r.emu.Lock()
 	res.ErrorsByCategory = r.errs
 	for cat, n := range r.errs {

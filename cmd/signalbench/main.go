@@ -217,13 +217,15 @@ func maxOf(xs []int) int {
 func table(rs []result, o options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rooms of %d; message phase: %g msg/s for %s\n\n", o.room, o.rate, o.duration)
-	b.WriteString("| server | N | join rate/s | KiB per idle conn | msg rate/s | p50 | p99 | max | server CPU | errors |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| server | N | join rate/s | KiB per idle conn | msg rate/s | p50 | p99 | max | server CPU | errors | load |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %d | %.0f | %.1f | %.0f | %s | %s | %s | %.0f%% | %s |\n",
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %.1f | %.0f | %s | %s | %s | %.0f%% | %s | %.1f |\n",
 			r.Server, r.N, r.JoinRate, r.KiBPerConn(), r.MsgRate,
-			fmtLatency(r.P50), fmtLatency(r.P99), fmtLatency(r.Max), r.ServerCPU*100, fmtErrors(r))
+			fmtLatency(r.P50), fmtLatency(r.P99), fmtLatency(r.Max), r.ServerCPU*100, fmtErrors(r), r.LoadAvg)
 	}
+	b.WriteString("\nserver CPU: the server's CPU time per second of the message phase (100% is one core). " +
+		"load: the machine's 1-minute load average at the end of the run (2 cores; above 2, other work skews the figures).\n")
 	return b.String()
 }
 

@@ -126,3 +126,30 @@ func raiseOpenFiles() (uint64, error) {
 	}
 	return lim.Cur, nil
 }
+
+// parseLoadAvg returns the 1-minute load average from /proc/loadavg
+// ("0.52 0.58 0.59 1/467 12345"): other work on the machine skews every
+// figure, so each row says how busy the machine was.
+func parseLoadAvg(b []byte) (float64, error) {
+	fields := strings.Fields(string(b))
+	if len(fields) < 1 {
+		return 0, fmt.Errorf("loadavg: empty")
+	}
+	f, err := strconv.ParseFloat(fields[0], 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("loadavg: bad 1-minute average %q", fields[0])
+	}
+	return f, nil
+}
+
+func readLoadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f, err := parseLoadAvg(b)
+	if err != nil {
+		return -1
+	}
+	return f
+}

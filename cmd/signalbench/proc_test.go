@@ -127,3 +127,25 @@ func FuzzParseStatCPU(f *testing.F) {
 		}
 	})
 }
+
+func TestParseLoadAvg(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    float64
+		wantErr bool
+	}{
+		{"0.52 0.58 0.59 1/467 12345\n", 0.52, false},
+		{"21.52 13.34 6.04 30/900 1", 21.52, false},
+		{"", 0, true},
+		{"x 1 1", 0, true},
+		{"-1 0 0", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseLoadAvg([]byte(tt.in))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("got %g, %v; want %g, error %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
