@@ -37,11 +37,12 @@ class Peer {
     this.rates = { inBps: 0, outBps: 0, loss: 0 };
     this.disconnectedTimer = 0;
     this.restarts = 0;
-    this.pc = this.newPC();
+    this.newPC();
   }
 
   newPC() {
     const pc = new RTCPeerConnection(this.call.rtcConfig());
+    this.pc = pc;
     pc.ontrack = ({ track }) => {
       // One stream per peer: its audio and its video (camera or screen, same sender).
       for (const t of this.stream.getTracks()) if (t.kind === track.kind && t !== track) this.stream.removeTrack(t);
@@ -75,7 +76,6 @@ class Peer {
       pc.addTransceiver("video", { direction: "sendrecv", streams: [this.call.localStream] });
       this.attachTracks();
     }
-    return pc;
   }
 
   send(payload) {
@@ -96,6 +96,7 @@ class Peer {
 
   onICEState() {
     const st = this.pc.iceConnectionState;
+    this.call.log(`ICE with ${this.id}: ${st}`);
     clearTimeout(this.disconnectedTimer);
     if (st === "failed") {
       this.restartIce("failed");

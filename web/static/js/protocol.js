@@ -57,6 +57,8 @@ export class Signaling extends EventTarget {
     this.timer = 0;
     this.stopped = false;
     this.welcomed = false;
+    /** How many welcomes this session had: 1 + the reconnections. */
+    this.welcomes = 0;
     /** Messages sent while the socket is down, flushed after the next welcome. */
     this.queue = [];
   }
@@ -161,6 +163,7 @@ export class Signaling extends EventTarget {
         this.resumeWindow = msg.resumeWindow || this.resumeWindow;
         this.attempt = 0;
         this.welcomed = true;
+        this.welcomes++;
         for (const c of msg.history || []) this.lastSeq = Math.max(this.lastSeq, c.seq || 0);
         this.setState("open");
         const queued = this.queue;

@@ -10,7 +10,7 @@
 //            localCandidateUrl, rtt, framesDecoded, frameWidth, frameHeight,
 //            bytesReceived, packetsLost, reconnecting, restarts,
 //            media: {mic, cam, screen}}>>     one entry per remote peer, fresh getStats
-//   state(): {phase, id, signaling, peers, screen, relayOnly}
+//   state(): {phase, id, signaling, peers, screen, welcomes, relayOnly}
 //   phase is "lobby" | "joining" | "call" | "ended"
 
 import { Signaling } from "./protocol.js";
@@ -73,6 +73,7 @@ window.callbox = {
     signaling: sig?.state || "closed",
     peers: call ? call.peers.size : 0,
     screen: !!call?.media.screen,
+    welcomes: sig?.welcomes || 0,
     relayOnly,
   }),
 };
@@ -95,6 +96,7 @@ async function join(name, password) {
 function wire(sig, call) {
   sig.addEventListener("welcome", (e) => {
     const w = e.detail;
+    log(`welcome: id ${w.id}, resumed ${w.resumed}, ${w.peers?.length || 0} peers`);
     chat.selfId = w.id;
     if (!w.resumed) chat.reset(w.history);
     else for (const m of w.history || []) chat.add(m);
