@@ -124,7 +124,7 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		tc := &tcpConn{
 			Conn:  c,
 			owner: l,
-			br:    bufio.NewReaderSize(c, tcpBufSize),
+			br:    newTCPReader(c),
 			src:   addrPortOf(c.RemoteAddr()),
 			local: addrPortOf(c.LocalAddr()),
 		}
@@ -184,6 +184,8 @@ func (l *tcpListener) openConns() int {
 // tcpBufSize holds any STUN message pion would accept (its inbound MTU is
 // 1600 bytes) so it can be inspected whole.
 const tcpBufSize = 2048
+
+func newTCPReader(c net.Conn) *bufio.Reader { return bufio.NewReaderSize(c, tcpBufSize) }
 
 var errBadFrame = errors.New("turnserver: tcp stream is neither STUN nor ChannelData")
 
