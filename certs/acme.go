@@ -159,7 +159,8 @@ func (a *acmeState) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		a.log.Error("cannot obtain certificate; is DNS pointing here and port 80 open?",
+		// A stored certificate, if any, is served meanwhile.
+		a.log.Error("cannot obtain or renew certificate; do the names resolve to this host, with port 80 open?",
 			"domains", a.domains, "retry_in", wait, "err", err)
 		select {
 		case <-ctx.Done():

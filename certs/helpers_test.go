@@ -29,7 +29,7 @@ import (
 func testLogger(t *testing.T) *slog.Logger {
 	w := &testWriter{w: t.Output()}
 	t.Cleanup(w.close) // registered first, so it runs after every other cleanup
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 type testWriter struct {
