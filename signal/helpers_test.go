@@ -243,3 +243,12 @@ func (m msg) String() string {
 	}
 	return fmt.Sprintf("{%s id=%s code=%s fatal=%v reason=%q from=%s seq=%d text=%.40q payload=%s}", m.Type, m.ID, m.Code, m.Fatal, m.Reason, m.From, m.Seq, m.Text, p)
 }
+
+func decodeMsg(t *testing.T, b []byte) msg {
+	t.Helper()
+	var m msg
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("decode %q: %v", b, err)
+	}
+	return m
+}
