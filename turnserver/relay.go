@@ -203,21 +203,43 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	}
 	dst := ua.AddrPort()
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if !c.admitOut(dst, len(p)) {
+		return len(p), nil
+	}
+	return c.conn.WriteToUDPAddrPort(p, dst)
+}
+
+// admitOut decides whether a client's datagram of n bytes may go to dst,
+// and counts it either way. It is the per-packet policy of WriteTo, apart
+// so that a batched sender (sendmmsg) can apply it per message.
+func (c *relayConn) admitOut(dst netip.AddrPort, n int) bool {
 	if c.guard.blocks(dst) {
 		c.stats.protected[toPeer].Add(1)
-		return len(p), nil
+		return false
 	}
-	if !c.buckets[toPeer].allow(len(p)) {
+	if !c.buckets[toPeer].allow(n) {
 		c.stats.bitrate[toPeer].Add(1)
-		return len(p), nil
-	}
-	n, err := c.conn.WriteToUDPAddrPort(p, dst)
-	if err != nil {
-		return n, err
+		return false
 	}
 	c.stats.packets[toPeer].Add(1)
 	c.stats.bytes[toPeer].Add(uint64(n))
-	return n, nil
+	return true
+}
+
+// admitIn is ReadFrom's per-packet policy for a peer datagram of n bytes
+// from src (unmapped), apart for the same reason as admitOut.
+func (c *relayConn) admitIn(src netip.AddrPort, n int) bool {
+	if !c.permitted(src.Addr()) {
+		c.stats.noPerm[toClient].Add(1)
+		return false
+	}
+	if !c.buckets[toClient].allow(n) {
+		c.stats.bitrate[toClient].Add(1)
+		return false
+	}
+	c.stats.packets[toClient].Add(1)
+	c.stats.bytes[toClient].Add(uint64(n))
+	return true
 }
 
 // ReadFrom returns the next peer datagram that has a permission and fits
@@ -230,16 +252,9 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, nil, err
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		if !c.permitted(src.Addr()) {
-			c.stats.noPerm[toClient].Add(1)
+		if !c.admitIn(src, n) {
 			continue
 		}
-		if !c.buckets[toClient].allow(n) {
-			c.stats.bitrate[toClient].Add(1)
-			continue
-		}
-		c.stats.packets[toClient].Add(1)
-		c.stats.bytes[toClient].Add(uint64(n))
 		if src != c.lastPeer || c.lastPeerAddr == nil {
 			c.lastPeer = src
 			c.lastPeerAddr = net.UDPAddrFromAddrPort(src)
