@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync/atomic"
+	"time"
+)
+
+// scenario is one load of the comparison.
+type scenario struct {
+	id      string
+	title   string
+	kind    string // "relay", "search" or "binding"
+	allocs  int
+	perFlow float64 // packets per second per allocation
+	size    int     // payload bytes
+}
+
+var scenarios = []scenario{
+	{id: "a", title: "20 allocations × 50 pps × 1000 B", kind: "relay", allocs: 20, perFlow: 50, size: 1000},
+	{id: "b", title: "200 allocations × 50 pps × 200 B", kind: "relay", allocs: 200, perFlow: 50, size: 200},
+	{id: "c", title: "4 allocations, highest loss-free rate", kind: "search", allocs: 4},
+	{id: "d", title: "STUN Binding", kind: "binding"},
+	{id: "e", title: "2,000 allocations × 5 pps × 200 B", kind: "relay", allocs: 2000, perFlow: 5, size: 200},
+}
+
+func scenarioByID(id string) *scenario {
+	for i := range scenarios {
+		if scenarios[i].id == id {
+			return &scenarios[i]
+		}
+	}
+	return nil
+}
+
+// row is one scenario measured on one server in one round.
+type row struct {
+	up, down   float64 // relayed packets per second (d: answers per second in up)
+	loss       float64 // percent
+	p50, p99   float64 // ms
+	cpu        float64 // µs per relayed packet (d: per answer), all threads' run time
+	cpuStat    float64 // the same from utime+stime
+	rssMiB     float64
+	searchRate float64 // (c): highest passing offered rate, pps over all flows
+}
+
+type bench struct {
+	o       options
+	setup   serverSetup
+	log     *slog.Logger
+	results map[string]map[string][]row // scenario id, server kind
+	started time.Time
+}
+
+func (b *bench) selected() []scenario {
+	var out []scenario
+	ids := splitList(b.o.scenarios)
+	if b.o.many && !slices.Contains(ids, "e") {
+		ids = append(ids, "e")
+	}
+	for _, sc := range scenarios {
+		if slices.Contains(ids, sc.id) {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+// runRounds runs every server once per round, reversing the order in odd
+// rounds so drift on the machine (thermal, other load) hits both alike.
+func (b *bench) runRounds(ctx context.Context, servers []string) error {
+	b.started = time.Now()
+	for r := range b.o.rounds {
+		order := slices.Clone(servers)
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, kind := range order {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			b.log.Info("round", "n", r+1, "of", b.o.rounds, "server", kind)
+			if err := b.runServer(ctx, kind); err != nil {
+				return fmt.Errorf("round %d, %s: %w", r+1, kind, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (b *bench) runServer(ctx context.Context, kind string) error {
+	p, err := startServer(ctx, kind, b.setup)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		p.stop()
+		if b.o.keep {
+			b.log.Info("kept", "server", kind, "dir", p.dir)
+		} else {
+			os.RemoveAll(p.dir)
+		}
+	}()
+	var trial atomic.Uint32
+	// Two echo peers so the echo is not one core's work at the top rates.
+	var echoes []*echoPeer
+	defer func() {
+		for _, e := range echoes {
+			e.close()
+		}
+	}()
+	for range 2 {
+		e, err := startEcho(&trial)
+		if err != nil {
+			return err
+		}
+		echoes = append(echoes, e)
+	}
+	for _, sc := range b.selected() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s exited: %v (log: %s)", kind, p.err, tail(p.logPath()))
+		default:
+		}
+		rw, err := b.runScenario(p, sc, echoes, &trial)
+		if err != nil {
+			return fmt.Errorf("(%s): %w", sc.id, err)
+		}
+		b.log.Info("measured", "server", kind, "scenario", sc.id, "up_pps", int(rw.up), "down_pps", int(rw.down),
+			"loss_pct", fmt.Sprintf("%.3f", rw.loss), "p99_ms", fmt.Sprintf("%.2f", rw.p99),
+			"cpu_us", fmt.Sprintf("%.2f", rw.cpu), "cpu_stat_us", fmt.Sprintf("%.2f", rw.cpuStat),
+			"rss_mib", fmt.Sprintf("%.1f", rw.rssMiB))
+		if b.results[sc.id] == nil {
+			b.results[sc.id] = map[string][]row{}
+		}
+		b.results[sc.id][kind] = append(b.results[sc.id][kind], rw)
+		time.Sleep(300 * time.Millisecond) // let the server settle between scenarios
+	}
+	return nil
+}
+
+func (b *bench) runScenario(p *serverProc, sc scenario, echoes []*echoPeer, trial *atomic.Uint32) (row, error) {
+	if sc.kind == "binding" {
+		r, err := runBinding(p.addr, p.pid(), b.o.bindSockets, b.o.bindWindow, b.o.duration)
+		if err != nil {
+			return row{}, err
+		}
+		return row{up: r.rate(), cpu: r.cpuPerAnswer(false), cpuStat: r.cpuPerAnswer(true),
+			rssMiB: float64(r.rss) / (1 << 20)}, nil
+	}
+	flows, err := setupFlows(p.addr, b.setup.secret, sc.allocs, echoes, time.Now().Add(2*time.Minute))
+	if err != nil {
+		return row{}, err
+	}
+	defer releaseFlows(flows)
+	var res trialResult
+	var rate float64
+	if sc.kind == "search" {
+		res, rate, err = b.searchRate(p, flows, echoes, trial)
+	} else {
+		res, err = runTrial(flows, echoes, trial, p.pid(), sc.perFlow, sc.size, b.o.duration)
+	}
+	if err != nil {
+		return row{}, err
+	}
+	return rowOf(res, rate), nil
+}
+
+func rowOf(r trialResult, rate float64) row {
+	return row{
+		up: r.upPPS(), down: r.downPPS(), loss: r.lossPct(),
+		p50: ms(percentile(r.rtts, 50)), p99: ms(percentile(r.rtts, 99)),
+		cpu: r.cpuPerPacket(false), cpuStat: r.cpuPerPacket(true),
+		rssMiB: float64(r.rss) / (1 << 20), searchRate: rate,
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Bounds of the rate search, per allocation: the doubling starts low
+// enough for any server to pass and stops at a rate no loopback relay
+// on a small machine reaches.
+const (
+	searchStart = 1000.0
+	searchMax   = 512000.0
+)
+
+// searchRate finds the highest rate the server relays with loss under
+// -loss: doubling from searchStart until a trial fails, then bisecting.
+// A trial also fails when the generator could not offer 97 % of the rate,
+// since the machine then cannot carry it either.
+func (b *bench) searchRate(p *serverProc, flows []*flow, echoes []*echoPeer, trial *atomic.Uint32) (trialResult, float64, error) {
+	var best trialResult
+	pass := func(perFlow float64) (bool, error) {
+		time.Sleep(200 * time.Millisecond) // let queues of the last trial empty
+		r, err := runTrial(flows, echoes, trial, p.pid(), perFlow, b.o.searchSize, b.o.searchDuration)
+		if err != nil {
+			return false, err
+		}
+		ok := r.lossPct() < b.o.lossPct && r.sentPPS() >= 0.97*r.target
+		b.log.Debug("search trial", "server", p.kind, "offered", int(r.target), "sent", int(r.sentPPS()),
+			"loss_pct", r.lossPct(), "pass", ok)
+		if ok {
+			best = r
+		}
+		return ok, nil
+	}
+	lo, hi := 0.0, 0.0
+	for rate := searchStart; rate <= searchMax; rate *= 2 {
+		ok, err := pass(rate)
+		if err != nil {
+			return best, 0, err
+		}
+		if !ok {
+			hi = rate
+			break
+		}
+		lo = rate
+	}
+	if hi == 0 {
+		return best, lo * float64(len(flows)), nil
+	}
+	for range b.o.searchSteps {
+		mid := (lo + hi) / 2
+		ok, err := pass(mid)
+		if err != nil {
+			return best, 0, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return best, lo * float64(len(flows)), nil
+}

@@ -1,0 +1,408 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+// A probe is the payload of every relayed packet: the send time and a
+// trial number, so RTT needs no per-packet state and late packets of an
+// earlier trial are not counted in the next.
+//
+//	[0:8]   send time, ns since the bench's epoch
+//	[8:12]  sequence number within the flow
+//	[12:16] trial number
+const probeHeader = 16
+
+// epoch is the bench's clock origin; time.Since reads the monotonic clock.
+var epoch = time.Now()
+
+const (
+	batchSize  = 64      // datagrams per recvmmsg/sendmmsg
+	socketBuf  = 4 << 20 // bytes of kernel buffer per generator socket
+	drainLimit = time.Second
+	setupPar   = 16 // allocations set up or released at once
+)
+
+// parseChannelData splits a TURN ChannelData message (RFC 5766 §11.4).
+func parseChannelData(b []byte) (channel uint16, data []byte, ok bool) {
+	if len(b) < 4 || b[0]&0xC0 != 0x40 {
+		return 0, nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b[2:4]))
+	if n > len(b)-4 {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint16(b[0:2]), b[4 : 4+n], true
+}
+
+// parseProbe reads the header a probe payload starts with.
+func parseProbe(data []byte) (sent time.Duration, seq, trial uint32, ok bool) {
+	if len(data) < probeHeader {
+		return 0, 0, 0, false
+	}
+	return time.Duration(binary.BigEndian.Uint64(data[0:8])), binary.BigEndian.Uint32(data[8:12]),
+		binary.BigEndian.Uint32(data[12:16]), true
+}
+
+// enlargeBuffers raises a socket's kernel buffers past rmem_max when root
+// (SO_RCVBUFFORCE), so generator-side drops are not blamed on a server.
+func enlargeBuffers(c *net.UDPConn) {
+	raw, err := c.SyscallConn()
+	if err == nil {
+		_ = raw.Control(func(fd uintptr) {
+			if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, socketBuf) != nil {
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, socketBuf)
+			}
+			if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, socketBuf) != nil {
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, socketBuf)
+			}
+		})
+	}
+}
+
+func newBatch(n, size int) []ipv4.Message {
+	msgs := make([]ipv4.Message, n)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, size)}
+	}
+	return msgs
+}
+
+// echoPeer is the UDP peer the relays send to: it returns every datagram to
+// its sender (the relay address) and counts those of the current trial.
+type echoPeer struct {
+	conn  *net.UDPConn
+	pc    *ipv4.PacketConn
+	trial *atomic.Uint32
+	count atomic.Int64
+	done  chan struct{}
+}
+
+func startEcho(trial *atomic.Uint32) (*echoPeer, error) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, fmt.Errorf("turnbench: echo peer: %w", err)
+	}
+	enlargeBuffers(conn)
+	e := &echoPeer{conn: conn, pc: ipv4.NewPacketConn(conn), trial: trial, done: make(chan struct{})}
+	go e.run()
+	return e, nil
+}
+
+func (e *echoPeer) addr() netip.AddrPort { return e.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+func (e *echoPeer) run() {
+	defer close(e.done)
+	msgs := newBatch(batchSize, 2048)
+	for {
+		n, err := e.pc.ReadBatch(msgs, 0)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			continue
+		}
+		cur, counted := e.trial.Load(), int64(0)
+		for i := range msgs[:n] {
+			if _, _, trial, ok := parseProbe(msgs[i].Buffers[0][:msgs[i].N]); ok && trial == cur {
+				counted++
+			}
+			msgs[i].Buffers[0] = msgs[i].Buffers[0][:msgs[i].N]
+		}
+		e.count.Add(counted)
+		for sent := 0; sent < n; {
+			k, err := e.pc.WriteBatch(msgs[sent:n], 0)
+			if err != nil {
+				break
+			}
+			sent += k
+		}
+		for i := range msgs[:n] {
+			msgs[i].Buffers[0] = msgs[i].Buffers[0][:cap(msgs[i].Buffers[0])]
+		}
+	}
+}
+
+func (e *echoPeer) close() {
+	e.conn.Close()
+	<-e.done
+}
+
+// flow is one allocation's data plane: raw ChannelData on the session's
+// socket.
+type flow struct {
+	sess *session
+	pc   *ipv4.PacketConn
+	// owned by the sender
+	out  []ipv4.Message
+	outN int
+	sent int64
+	// written by the reader, read after it stops
+	recv atomic.Int64
+	rtts []time.Duration
+}
+
+// setupFlows creates n allocations, each with a channel bound to one of the
+// echo peers, a few at a time.
+func setupFlows(server netip.AddrPort, secret string, n int, echoes []*echoPeer, deadline time.Time) ([]*flow, error) {
+	flows := make([]*flow, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range min(setupPar, n) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || time.Now().After(deadline) {
+					return
+				}
+				flows[i], errs[i] = setupFlow(server, secret, i, echoes[i%len(echoes)].addr())
+			}
+		})
+	}
+	wg.Wait()
+	var failed []error
+	for i, f := range flows {
+		if errs[i] != nil {
+			failed = append(failed, errs[i])
+		} else if f == nil {
+			failed = append(failed, fmt.Errorf("allocation %d: setup deadline passed", i))
+		}
+	}
+	if len(failed) > 0 {
+		releaseFlows(flows)
+		return nil, fmt.Errorf("turnbench: %d of %d allocations failed, first: %w", len(failed), n, failed[0])
+	}
+	return flows, nil
+}
+
+func setupFlow(server netip.AddrPort, secret string, i int, peer netip.AddrPort) (*flow, error) {
+	user, pass := restCredentials(secret, fmt.Sprintf("bench%d", i), time.Now().Add(time.Hour))
+	sess, err := allocate(server, user, pass)
+	if err != nil {
+		return nil, err
+	}
+	if err := sess.channelBind(peer); err != nil {
+		sess.conn.Close()
+		return nil, err
+	}
+	enlargeBuffers(sess.conn)
+	return &flow{sess: sess, pc: ipv4.NewPacketConn(sess.conn)}, nil
+}
+
+// releaseFlows deletes the allocations; errors are ignored because the
+// server process ends soon anyway and its state is measured per scenario.
+func releaseFlows(flows []*flow) {
+	var wg sync.WaitGroup
+	ch := make(chan *flow)
+	for range setupPar {
+		wg.Go(func() {
+			for f := range ch {
+				_ = f.sess.release()
+			}
+		})
+	}
+	for _, f := range flows {
+		if f != nil {
+			ch <- f
+		}
+	}
+	close(ch)
+	wg.Wait()
+}
+
+// trialResult is what one timed run of a relay load measured.
+type trialResult struct {
+	target         float64 // packets per second offered, all flows
+	sent, up, down int64   // sent by clients, received by echoes, back at clients
+	elapsed        time.Duration
+	rtts           []time.Duration // sorted
+	cpuRun         time.Duration
+	cpuStat        time.Duration
+	rss            int64
+}
+
+func (r trialResult) lossPct() float64 {
+	if r.sent == 0 {
+		return 100
+	}
+	return 100 * float64(r.sent-r.down) / float64(r.sent)
+}
+func (r trialResult) sentPPS() float64 { return float64(r.sent) / r.elapsed.Seconds() }
+func (r trialResult) upPPS() float64   { return float64(r.up) / r.elapsed.Seconds() }
+func (r trialResult) downPPS() float64 { return float64(r.down) / r.elapsed.Seconds() }
+
+// cpuPerPacket is server CPU per relayed packet (each direction counts).
+func (r trialResult) cpuPerPacket(stat bool) float64 {
+	relayed := r.up + r.down
+	if relayed == 0 {
+		return 0
+	}
+	cpu := r.cpuRun
+	if stat {
+		cpu = r.cpuStat
+	}
+	return float64(cpu.Microseconds()) / float64(relayed)
+}
+
+// runTrial sends size-byte probes at perFlow packets per second on every
+// flow for d, waits for the echoes to return, and measures the server
+// process pid over the window.
+func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, perFlow float64, size int, d time.Duration) (trialResult, error) {
+	id := trial.Add(1)
+	for _, e := range echoes {
+		e.count.Store(0)
+	}
+	var readers sync.WaitGroup
+	for _, f := range flows {
+		f.recv.Store(0)
+		f.rtts = f.rtts[:0]
+		f.sent = 0
+		_ = f.sess.conn.SetReadDeadline(time.Time{})
+		readers.Go(func() { f.read(id) })
+	}
+	before, err := sampleProc(pid)
+	if err != nil {
+		return trialResult{}, err
+	}
+	total := perFlow * float64(len(flows))
+	start := time.Now()
+	sendPaced(flows, total, size, d, id)
+	elapsed := time.Since(start)
+
+	var sent int64
+	for _, f := range flows {
+		sent += f.sent
+	}
+	var down int64
+	for drainEnd := time.Now().Add(drainLimit); time.Now().Before(drainEnd); time.Sleep(5 * time.Millisecond) {
+		down = 0
+		for _, f := range flows {
+			down += f.recv.Load()
+		}
+		if down >= sent {
+			break
+		}
+	}
+	after, err := sampleProc(pid)
+	for _, f := range flows {
+		_ = f.sess.conn.SetReadDeadline(time.Now()) // stops the reader
+	}
+	readers.Wait()
+	if err != nil {
+		return trialResult{}, err
+	}
+	res := trialResult{target: total, sent: sent, elapsed: elapsed,
+		cpuRun: after.runCPU - before.runCPU, cpuStat: after.statCPU - before.statCPU, rss: after.rss}
+	for _, e := range echoes {
+		res.up += e.count.Load()
+	}
+	for _, f := range flows {
+		res.down += f.recv.Load()
+		res.rtts = append(res.rtts, f.rtts...)
+	}
+	slices.Sort(res.rtts)
+	return res, nil
+}
+
+// read counts the probes of this trial that come back and keeps their RTT.
+func (f *flow) read(trial uint32) {
+	msgs := newBatch(batchSize/4, 2048)
+	for {
+		n, err := f.pc.ReadBatch(msgs, 0)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || isTimeout(err) {
+				return
+			}
+			continue // e.g. ECONNREFUSED from an earlier ICMP; the socket still works
+		}
+		now := time.Since(epoch)
+		for i := range msgs[:n] {
+			_, data, ok := parseChannelData(msgs[i].Buffers[0][:msgs[i].N])
+			if !ok {
+				continue
+			}
+			sent, _, t, ok := parseProbe(data)
+			if !ok || t != trial {
+				continue
+			}
+			f.rtts = append(f.rtts, now-sent)
+			f.recv.Add(1)
+		}
+	}
+}
+
+// sendPaced spreads total packets per second evenly over the flows for d:
+// packet k goes to flow k mod n at start + k/total. One goroutine sends
+// for every flow, waking about once a millisecond and writing what is due
+// with one sendmmsg per flow, so the generator stays cheap next to the
+// server it measures.
+func sendPaced(flows []*flow, total float64, size int, d time.Duration, trial uint32) {
+	n := int64(len(flows))
+	for _, f := range flows {
+		if len(f.out) == 0 || len(f.out[0].Buffers[0]) != 4+size {
+			f.out = newBatch(batchSize, 4+size)
+			for i := range f.out {
+				b := f.out[i].Buffers[0]
+				binary.BigEndian.PutUint16(b[0:2], channelNumber)
+				binary.BigEndian.PutUint16(b[2:4], uint16(size))
+			}
+		}
+		f.outN = 0
+	}
+	count := int64(total * d.Seconds())
+	start := time.Now()
+	var dirty []*flow
+	for next := int64(0); next < count; {
+		due := min(int64(time.Since(start).Seconds()*total)+1, count)
+		now := uint64(time.Since(epoch))
+		for k := next; k < due; k++ {
+			f := flows[k%n]
+			if f.outN == 0 {
+				dirty = append(dirty, f)
+			}
+			b := f.out[f.outN].Buffers[0]
+			binary.BigEndian.PutUint64(b[4:12], now)
+			binary.BigEndian.PutUint32(b[12:16], uint32(k/n))
+			binary.BigEndian.PutUint32(b[16:20], trial)
+			f.outN++
+			if f.outN == len(f.out) {
+				f.flush()
+			}
+		}
+		for _, f := range dirty {
+			f.flush()
+		}
+		dirty = dirty[:0]
+		next = due
+		// Sleep until the next packet is due, but at least a millisecond:
+		// a busy loop would cost the server the core it needs.
+		wait := time.Duration(float64(next)/total*float64(time.Second)) - time.Since(start)
+		time.Sleep(max(wait, time.Millisecond))
+	}
+}
+
+// flush writes the queued datagrams; ones the kernel refuses are not sent
+// and so not counted.
+func (f *flow) flush() {
+	for done := 0; done < f.outN; {
+		k, err := f.pc.WriteBatch(f.out[done:f.outN], 0)
+		if err != nil {
+			break
+		}
+		done += k
+		f.sent += int64(k)
+	}
+	f.outN = 0
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// writeReport prints the Markdown: machine, command, one table of every
+// scenario with the median and the min–max over rounds, and the
+// callbox÷coturn ratios issue 7 sets targets for.
+func writeReport(w io.Writer, b *bench, servers []string, args []string) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "Measured %s UTC on %s; %d rounds, %s per scenario, took %s.\n\n",
+		b.started.UTC().Format("2006-01-02 15:04"), machine(), b.o.rounds, b.o.duration,
+		time.Since(b.started).Round(time.Second))
+	fmt.Fprintf(bw, "Command: `go run ./cmd/turnbench %s`\n\n", strings.Join(args, " "))
+	fmt.Fprintf(bw, "Servers: %s.\n\n", versions(b.setup, servers))
+	fmt.Fprintln(bw, "Each cell: median (min–max) over rounds. Up: client → peer packets per second as the echo peer received them; down: back at the clients. CPU: the server process's time on CPU per relayed packet (each direction counts once), from /proc/PID/task/*/schedstat; \"stat\": the same from utime+stime in /proc/PID/stat (10 ms ticks). RSS at the end of the window.")
+	fmt.Fprintln(bw)
+	fmt.Fprintln(bw, "| Scenario | Server | Up pkt/s | Down pkt/s | Loss % | RTT p50 ms | RTT p99 ms | CPU µs/pkt | CPU µs/pkt (stat) | RSS MiB |")
+	fmt.Fprintln(bw, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, sc := range b.selected() {
+		for _, kind := range servers {
+			rows := b.results[sc.id][kind]
+			if len(rows) == 0 {
+				continue
+			}
+			col := func(f func(row) float64) spread {
+				vals := make([]float64, len(rows))
+				for i, r := range rows {
+					vals[i] = f(r)
+				}
+				return spreadOf(vals)
+			}
+			title := fmt.Sprintf("(%s) %s", sc.id, sc.title)
+			if sc.kind == "binding" {
+				fmt.Fprintf(bw, "| %s | %s | %s answers/s | – | – | – | – | %s | %s | %s |\n", title, kind,
+					col(func(r row) float64 { return r.up }).format(0),
+					col(func(r row) float64 { return r.cpu }).format(2),
+					col(func(r row) float64 { return r.cpuStat }).format(2),
+					col(func(r row) float64 { return r.rssMiB }).format(1))
+				continue
+			}
+			if sc.kind == "search" {
+				title = fmt.Sprintf("(c) 4 allocations × %d B, highest rate with loss < %g %%", b.o.searchSize, b.o.lossPct)
+			}
+			fmt.Fprintf(bw, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", title, kind,
+				col(func(r row) float64 { return r.up }).format(0),
+				col(func(r row) float64 { return r.down }).format(0),
+				col(func(r row) float64 { return r.loss }).format(3),
+				col(func(r row) float64 { return r.p50 }).format(2),
+				col(func(r row) float64 { return r.p99 }).format(2),
+				col(func(r row) float64 { return r.cpu }).format(2),
+				col(func(r row) float64 { return r.cpuStat }).format(2),
+				col(func(r row) float64 { return r.rssMiB }).format(1))
+		}
+	}
+	if len(servers) == 2 && servers[0] == "callbox" && servers[1] == "coturn" {
+		writeRatios(bw, b)
+	}
+	return bw.Flush()
+}
+
+// writeRatios prints callbox÷coturn of the medians next to issue 7's targets.
+func writeRatios(w io.Writer, b *bench) {
+	med := func(id, kind string, f func(row) float64) spread {
+		var vals []float64
+		for _, r := range b.results[id][kind] {
+			vals = append(vals, f(r))
+		}
+		return spreadOf(vals)
+	}
+	type line struct {
+		id, what, target string
+		f                func(row) float64
+	}
+	cpu := func(r row) float64 { return r.cpu }
+	lines := []line{
+		{"a", "(a) CPU per relayed packet", "≤ 0.9×", cpu},
+		{"b", "(b) CPU per relayed packet", "≤ 0.9×", cpu},
+		{"e", "(e) CPU per relayed packet", "≤ 0.9×", cpu},
+		{"c", "(c) highest loss-free rate", "≥ 1.1×", func(r row) float64 { return r.up }},
+		{"d", "(d) Binding answers per second", "≥ 1.2×", func(r row) float64 { return r.up }},
+		{"d", "(d) CPU per Binding answer", "≤ 1.0×", cpu},
+		{"a", "(a) RTT p99", "≤ 1.0×", func(r row) float64 { return r.p99 }},
+		{"b", "(b) RTT p99", "≤ 1.0×", func(r row) float64 { return r.p99 }},
+		{"a", "(a) RSS", "≤ 1.0×", func(r row) float64 { return r.rssMiB }},
+		{"b", "(b) RSS", "≤ 1.0×", func(r row) float64 { return r.rssMiB }},
+		{"e", "(e) RSS", "≤ 1.0×", func(r row) float64 { return r.rssMiB }},
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| callbox ÷ coturn (medians) | Ratio | Issue 7 target |")
+	fmt.Fprintln(w, "|---|---:|---:|")
+	for _, l := range lines {
+		if b.results[l.id] == nil {
+			continue
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", l.what, ratio(med(l.id, "callbox", l.f), med(l.id, "coturn", l.f)), l.target)
+	}
+}
+
+// machine describes the CPU, core count and kernel.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := "unknown kernel"
+	var u syscall.Utsname
+	if syscall.Uname(&u) == nil {
+		var sb strings.Builder
+		for _, c := range u.Release {
+			if c == 0 {
+				break
+			}
+			sb.WriteByte(byte(c))
+		}
+		kernel = "Linux " + sb.String()
+	}
+	return fmt.Sprintf("%s, %d cores, %s, %s", model, runtime.NumCPU(), kernel, runtime.Version())
+}
+
+// versions asks each binary for its version.
+func versions(s serverSetup, servers []string) string {
+	var parts []string
+	for _, kind := range servers {
+		var out []byte
+		var err error
+		switch kind {
+		case "callbox":
+			out, err = exec.Command(s.callbox, "version").Output()
+		case "coturn":
+			out, err = exec.Command(s.coturn, "--version").Output()
+			out = append([]byte("coturn "), out...)
+		}
+		v := strings.TrimSpace(string(out))
+		if err != nil || v == "" {
+			v = kind + " (version unknown)"
+		}
+		parts = append(parts, v)
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"time"
+)
+
+// percentile is the nearest-rank percentile (0 < p <= 100) of sorted: a
+// sample that really occurred, never an interpolation.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	n := len(sorted)
+	if n == 0 || p <= 0 {
+		return 0
+	}
+	if p >= 100 {
+		return sorted[n-1]
+	}
+	rank := int(math.Ceil(p / 100 * float64(n)))
+	rank = max(1, min(rank, n))
+	return sorted[rank-1]
+}
+
+// spread summarises one figure over rounds.
+type spread struct {
+	med, lo, hi float64
+	n           int
+}
+
+func spreadOf(vals []float64) spread {
+	if len(vals) == 0 {
+		return spread{med: math.NaN(), lo: math.NaN(), hi: math.NaN()}
+	}
+	s := slices.Clone(vals)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return spread{med: med, lo: s[0], hi: s[len(s)-1], n: len(s)}
+}
+
+// format prints "median (min–max)" with the given number of decimals, or
+// only the median for a single round.
+func (s spread) format(decimals int) string {
+	if s.n == 0 || math.IsNaN(s.med) {
+		return "–"
+	}
+	if s.n == 1 || s.lo == s.hi {
+		return fmt.Sprintf("%.*f", decimals, s.med)
+	}
+	return fmt.Sprintf("%.*f (%.*f–%.*f)", decimals, s.med, decimals, s.lo, decimals, s.hi)
+}
+
+// ratio is a÷b of two medians, "–" when either is missing or b is zero.
+func ratio(a, b spread) string {
+	if a.n == 0 || b.n == 0 || b.med == 0 || math.IsNaN(a.med) || math.IsNaN(b.med) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a.med/b.med)
+}
