@@ -61,6 +61,7 @@ const (
 // read on one socket or connection.
 type verdict struct {
 	set      bool
+	src      netip.AddrPort
 	username string
 	realm    string
 	key      []byte
@@ -156,7 +157,7 @@ func (a *authenticator) inspect(in *inspector, frame []byte, tcp bool, src, loca
 }
 
 func (a *authenticator) verify(m *stun.Message, typ uint16, username, realm string, tcp bool, src, local netip.AddrPort) verdict {
-	v := verdict{set: true, username: username, realm: realm}
+	v := verdict{set: true, src: src, username: username, realm: realm}
 	if realm != a.realm {
 		v.reason = authWrongRealm
 		return v
@@ -246,14 +247,14 @@ func (a *authenticator) checkPeers(m *stun.Message, v verdict, src netip.AddrPor
 // the key the wrapper found, and counts and logs refusals.
 func (a *authenticator) authHandler(slot *verdictSlot, username, realm string, src net.Addr) ([]byte, bool) {
 	v := slot.take()
+	ap := addrPortOf(src)
 	switch {
-	case !v.set || v.username != username || v.realm != realm:
+	case !v.set || v.src != ap || v.username != username || v.realm != realm:
 		v.reason = authNoVerdict
 	case v.reason == "":
 		return v.key, true
 	}
 	a.metrics.authFailures.WithLabelValues(v.reason).Inc()
-	ap := addrPortOf(src)
 	if a.limiter.allow(ap.Addr()) {
 		// pion answers 400 to every auth failure, so this log line and the
 		// metric are the only place the reason shows.

@@ -184,3 +184,25 @@ func FuzzPeerPolicy(f *testing.F) {
 		}
 	})
 }
+
+func TestUnreachableRelayWarning(t *testing.T) {
+	cases := []struct {
+		listen, relay string
+		warn          bool
+	}{
+		{"127.0.0.1", "127.0.0.1", false}, // local demo
+		{"0.0.0.0", "10.0.0.5", true},     // VPS behind NAT without public_ip
+		{"0.0.0.0", "100.64.1.1", true},   // CGNAT
+		{"192.168.1.10", "192.168.1.10", true},
+		{"0.0.0.0", "198.51.100.7", false},
+		{"10.0.0.5", "203.0.113.9", false}, // public_ip set
+		{"::1", "127.0.0.1", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.listen+"->"+tc.relay, func(t *testing.T) {
+			if got := unreachableRelay(netip.MustParseAddr(tc.listen), netip.MustParseAddr(tc.relay)); got != tc.warn {
+				t.Errorf("unreachableRelay = %v, want %v", got, tc.warn)
+			}
+		})
+	}
+}

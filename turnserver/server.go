@@ -354,13 +354,20 @@ func (s *Server) logStart(listenIP netip.Addr, sockets int) {
 		"max_bitrate", s.cfg.MaxBitrate, "user_quota", s.cfg.UserQuota, "total_quota", s.cfg.TotalQuota)
 	// A wrong advertised address is the most common TURN support issue:
 	// clients get relay candidates they cannot reach.
-	if !listenIP.IsLoopback() && (s.relayIP.IsPrivate() || s.relayIP.IsLoopback() || s.relayIP.IsLinkLocalUnicast()) {
+	if unreachableRelay(listenIP, s.relayIP) {
 		s.log.Warn("turn: relay address is private or loopback on a non-loopback listener; clients outside this network cannot reach relays. Set turn.public_ip",
 			"relay_address", s.relayIP.String(), "listen", s.udpAddr.String())
 	}
 	if s.cfg.AllowLoopbackPeers {
 		s.log.Warn("turn: turn.allow_loopback_peers is on: clients can relay to this host's loopback services; only for tests and local demos")
 	}
+}
+
+// unreachableRelay reports a relay address that clients beyond this host's
+// network cannot reach although the listener invites them.
+func unreachableRelay(listenIP, relayIP netip.Addr) bool {
+	return !listenIP.IsLoopback() && (relayIP.IsPrivate() || relayIP.IsLoopback() || relayIP.IsLinkLocalUnicast() ||
+		netip.MustParsePrefix("100.64.0.0/10").Contains(relayIP))
 }
 
 // Close stops the listeners, closes every allocation and waits for the
