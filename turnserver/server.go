@@ -114,9 +114,15 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Relays bind where the listener does; pion relays over IPv4 only, so
+	// an IPv6 loopback listener gets IPv4 loopback relays, any other IPv6
+	// listener relays on every IPv4 address.
 	relayBind := "0.0.0.0"
-	if listenIP.Is4() && !listenIP.IsUnspecified() {
+	switch {
+	case listenIP.Is4() && !listenIP.IsUnspecified():
 		relayBind = listenIP.String()
+	case listenIP.IsLoopback():
+		relayBind = "127.0.0.1"
 	}
 	guard := newRelayGuard(uint16(s.udpAddr.Port), listenIP, s.relayIP, opts.Protected)
 	s.host = cfg.Host
@@ -221,6 +227,9 @@ func relayAddress(publicIP string, listenIP netip.Addr) (netip.Addr, error) {
 	}
 	if listenIP.Is4() && !listenIP.IsUnspecified() {
 		return listenIP, nil
+	}
+	if listenIP.IsLoopback() {
+		return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
 	}
 	for _, a := range interfaceAddrs() {
 		if a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {

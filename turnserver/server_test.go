@@ -526,6 +526,38 @@ func TestURIsAndCredentials(t *testing.T) {
 	}
 }
 
+func TestIPv6Listener(t *testing.T) {
+	cfg := testConfig()
+	cfg.Listen = "[::1]:0"
+	s, err := New(cfg, Options{Logger: discardLogger()})
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	port := s.UDPAddr().Port
+	if got, want := s.STUNURIs()[0], fmt.Sprintf("stun:[::1]:%d", port); got != want {
+		t.Errorf("STUNURIs = %s, want %s", got, want)
+	}
+	peer := startPeer(t, true)
+	u, p := validCreds("alice")
+	conn, err := net.Dial("udp6", s.UDPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rc := &rawClient{t: t, conn: conn, username: u, password: p, realm: cfg.Realm}
+	resp, code := rc.allocate()
+	if code != 0 {
+		t.Fatalf("Allocate over IPv6: %d", code)
+	}
+	if relay := relayedAddr(t, resp); !relay.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("relay %v, want on 127.0.0.1", relay)
+	}
+	if _, code := rc.request(stun.MethodCreatePermission, peerAttr(peer.addr().IP, peer.addr().Port)); code != 0 {
+		t.Errorf("CreatePermission: %d", code)
+	}
+}
+
 func TestNewErrors(t *testing.T) {
 	cfg := testConfig()
 	cfg.Secrets = nil
