@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/callbox/callbox/config"
+	"github.com/callbox/callbox/turnserver"
+)
+
+const testSecret = "turnbench-test-secret-0123"
+
+// startTURN runs callbox's TURN server in this process: the generator's
+// control and data planes are then tested against the real thing without
+// building a binary. CPU figures are this test process's.
+func startTURN(t *testing.T) *turnserver.Server {
+	t.Helper()
+	cfg := config.Default().TURN
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Secrets = []string{testSecret}
+	cfg.AllowLoopbackPeers = true
+	cfg.UDPSockets = 2
+	cfg.UserQuota = 0
+	s, err := turnserver.New(cfg, turnserver.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("turnserver.New: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestRelayTrial(t *testing.T) {
+	s := startTURN(t)
+	server := s.UDPAddr().AddrPort()
+	var trial atomic.Uint32
+	var echoes []*echoPeer
+	for range 2 {
+		e, err := startEcho(&trial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.close)
+		echoes = append(echoes, e)
+	}
+	flows, err := setupFlows(server, testSecret, 6, echoes, time.Now().Add(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		perFlow float64
+		size    int
+	}{
+		{"small packets", 50, 200},
+		{"large packets", 100, 1200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := runTrial(flows, echoes, &trial, os.Getpid(), tc.perFlow, tc.size, 400*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := int64(tc.perFlow * 6 * 0.4)
+			if r.sent != want {
+				t.Fatalf("sent %d packets, want %d", r.sent, want)
+			}
+			// A loopback relay under test load may drop a little; the
+			// point is that probes go round and are counted.
+			if r.up < want*9/10 || r.down < want*9/10 || r.down > r.sent {
+				t.Fatalf("sent %d, up %d, down %d", r.sent, r.up, r.down)
+			}
+			if len(r.rtts) != int(r.down) || r.rtts[0] <= 0 || r.rtts[len(r.rtts)-1] > 5*time.Second {
+				t.Fatalf("%d RTTs for %d packets, min %v", len(r.rtts), r.down, r.rtts[0])
+			}
+			if r.cpuRun <= 0 || r.rss <= 0 {
+				t.Fatalf("cpu %v, rss %d", r.cpuRun, r.rss)
+			}
+		})
+	}
+	releaseFlows(flows)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.AllocationCount() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := s.AllocationCount(); n != 0 {
+		t.Fatalf("%d allocations left after release", n)
+	}
+}
+
+func TestSetupRejected(t *testing.T) {
+	s := startTURN(t)
+	var trial atomic.Uint32
+	e, err := startEcho(&trial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.close)
+	_, err = setupFlows(s.UDPAddr().AddrPort(), "wrong-secret-0123456789", 2, []*echoPeer{e}, time.Now().Add(10*time.Second))
+	if err == nil || !strings.Contains(err.Error(), "2 of 2 allocations failed") {
+		t.Fatalf("err = %v, want both allocations refused", err)
+	}
+}
+
+func TestBinding(t *testing.T) {
+	s := startTURN(t)
+	r, err := runBinding(s.UDPAddr().AddrPort(), os.Getpid(), 2, 8, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.answers < 100 || r.rate() <= 0 || r.cpuRun <= 0 {
+		t.Fatalf("%d answers in %v, cpu %v", r.answers, r.elapsed, r.cpuRun)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "defaults"},
+		{name: "many", args: []string{"-many", "-rounds", "1"}},
+		{name: "zero rounds", args: []string{"-rounds", "0"}, wantErr: "-rounds"},
+		{name: "tiny duration", args: []string{"-duration", "1ms"}, wantErr: "-duration"},
+		{name: "unknown server", args: []string{"-servers", "eturnal"}, wantErr: "unknown server"},
+		{name: "unknown scenario", args: []string{"-scenarios", "a,z"}, wantErr: "unknown scenario"},
+		{name: "loss", args: []string{"-loss", "0"}, wantErr: "-loss"},
+		{name: "window", args: []string{"-binding-window", "1000"}, wantErr: "-binding-window"},
+		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseFlags(tc.args, io.Discard)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestRunCoturn runs the whole command, briefly, against coturn: process
+// start and stop, every scenario kind, the report.
+func TestRunCoturn(t *testing.T) {
+	if _, err := exec.LookPath("turnserver"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("turnserver not found (CI=true): install the Debian package coturn")
+		}
+		t.Skip("turnserver not found: install the Debian package coturn to run this test")
+	}
+	if testing.Short() {
+		t.Skip("starts coturn; skipped with -short")
+	}
+	var out, errs bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := run(ctx, []string{"-servers", "coturn", "-rounds", "1", "-duration", "300ms",
+		"-search-duration", "200ms", "-search-steps", "0", "-scenarios", "a,c,d"}, &out, &errs)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, errs.String())
+	}
+	report := out.String()
+	for _, want := range []string{"| (a) 20 allocations", "| (c) 4 allocations", "| (d) STUN Binding | coturn |", "coturn 4."} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+}
