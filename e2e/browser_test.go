@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -60,4 +63,283 @@ func waitChat(t *testing.T, b *browser, texts ...string) {
 		}
 		return strings.Join(got, "\n") == strings.Join(texts, "\n"), fmt.Sprint(got), nil
 	})
+}
+
+// With ?relay=1 both peers use only relay candidates, through callbox's own
+// TURN server: over UDP, and over TCP when UDP to the TURN port is dropped.
+func TestBrowserRelay(t *testing.T) {
+	for _, transport := range []string{"udp", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			art := newArtifacts(t)
+			s := startServer(t, art, nil)
+			port := s.TURN().UDPAddr().Port
+			if transport == "tcp" {
+				dropUDP(t, art, port)
+			}
+			room := randomRoom("relay-" + transport)
+			bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "&relay=1") }, "ada", "grace")
+			for _, b := range bs {
+				b.waitConnected(1)
+			}
+			for _, b := range bs {
+				b.waitFramesRising()
+			}
+			wantURL := fmt.Sprintf(":%d?transport=%s", port, transport)
+			for _, b := range bs {
+				ps, err := b.peers()
+				if err != nil || len(ps) != 1 {
+					t.Fatalf("%s: peers %v, %v", b.name, ps, err)
+				}
+				p := ps[0]
+				art.logf("%s selected pair: %v", b.name, p)
+				if p.LocalCandidateType != "relay" || p.RemoteCandidateType != "relay" {
+					t.Errorf("%s: selected pair %s/%s, want relay/relay", b.name, p.LocalCandidateType, p.RemoteCandidateType)
+				}
+				if p.RelayProtocol != transport {
+					t.Errorf("%s: reaches TURN over %q, want %s", b.name, p.RelayProtocol, transport)
+				}
+				if !strings.HasSuffix(p.LocalCandidateURL, wantURL) {
+					t.Errorf("%s: relay candidate from %q, want callbox's TURN (…%s)", b.name, p.LocalCandidateURL, wantURL)
+				}
+				b.do("open connection details", chromedp.Click(chromedp.CSS(".tile-info")))
+				b.screenshot("relayed")
+			}
+			if n := s.TURN().AllocationCount(); n < 2 {
+				t.Errorf("TURN server holds %d allocations, want at least 2", n)
+			}
+		})
+	}
+}
+
+// dropUDP drops UDP to port on loopback for the rest of the test, so TURN
+// can only be reached over TCP. Needs root (iptables).
+func dropUDP(t *testing.T, art *artifacts, port int) {
+	t.Helper()
+	ci := os.Getenv("CI") == "true"
+	if os.Geteuid() != 0 {
+		if ci {
+			t.Fatal("dropping UDP needs root (iptables)")
+		}
+		t.Skip("dropping UDP needs root (iptables); run as root or under CI=true")
+	}
+	if _, err := exec.LookPath("iptables"); err != nil {
+		if ci {
+			t.Fatal("iptables not found: install the Debian package iptables")
+		}
+		t.Skip("iptables not found: install the Debian package iptables")
+	}
+	rule := []string{"INPUT", "-i", "lo", "-p", "udp", "--dport", strconv.Itoa(port), "-j", "DROP"}
+	if out, err := exec.Command("iptables", append([]string{"-I"}, rule...)...).CombinedOutput(); err != nil {
+		t.Fatalf("iptables -I %v: %v: %s", rule, err, out)
+	}
+	art.logf("dropping UDP to 127.0.0.1:%d", port)
+	t.Cleanup(func() {
+		if out, err := exec.Command("iptables", append([]string{"-D"}, rule...)...).CombinedOutput(); err != nil {
+			t.Errorf("iptables -D %v: %v: %s", rule, err, out)
+		}
+	})
+}
+
+// Three people: every one is connected to both others, video flowing.
+func TestBrowserMesh(t *testing.T) {
+	art := newArtifacts(t)
+	s := startServer(t, art, nil)
+	room := randomRoom("mesh")
+	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "") }, "ada", "grace", "linus")
+	for _, b := range bs {
+		ps := b.waitConnected(2)
+		art.logf("%s sees %v", b.name, ps)
+	}
+	for _, b := range bs {
+		b.waitFramesRising()
+		b.screenshot("mesh")
+	}
+}
+
+// The hub drops every socket mid-call: the pages resume their sessions (same
+// ids) and the media, which never went through the hub, keeps flowing.
+func TestBrowserResume(t *testing.T) {
+	art := newArtifacts(t)
+	s := startServer(t, art, nil)
+	room := randomRoom("resume")
+	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "") }, "ada", "grace")
+	ids := map[*browser]pageState{}
+	for _, b := range bs {
+		b.waitConnected(1)
+		st, err := b.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[b] = st
+	}
+	n := s.Hub().DropSockets()
+	art.logf("hub dropped %d sockets", n)
+	if n != 2 {
+		t.Errorf("DropSockets closed %d sockets, want 2", n)
+	}
+	for _, b := range bs {
+		before := ids[b]
+		waitFor(t, b.name+" resuming its session", connectTimeout, func() (bool, string, error) {
+			st, err := b.state()
+			if err != nil {
+				return false, "", err
+			}
+			return st.Welcomes > before.Welcomes && st.Signaling == "open", fmt.Sprintf("%+v", st), nil
+		})
+		st, _ := b.state()
+		if st.ID != before.ID {
+			t.Errorf("%s: id %s after resume, was %s: the session was not resumed", b.name, st.ID, before.ID)
+		}
+	}
+	for _, b := range bs {
+		b.waitFramesRising()
+		b.waitConnected(1)
+	}
+	// Signaling works again: chat goes through the resumed sessions.
+	sendChat(t, bs[1], "still here after the drop")
+	for _, b := range bs {
+		waitChat(t, b, "still here after the drop")
+		b.screenshot("resumed")
+	}
+}
+
+// Screen sharing replaces the camera track on the same sender: the far side
+// sees the screen, without renegotiation, then the camera again.
+//
+// Headless Chromium's fake capture devices tell the two apart: the fake
+// screen has bright green squares in its corners, the fake camera a plain
+// dark green background there. The far side's pixels are read from its tile.
+func TestBrowserScreenShare(t *testing.T) {
+	art := newArtifacts(t)
+	s := startServer(t, art, nil)
+	room := randomRoom("screen")
+	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "") }, "ada", "grace")
+	ada, grace := bs[0], bs[1]
+	for _, b := range bs {
+		b.waitConnected(1)
+	}
+	grace.waitFramesRising()
+	waitRemoteVideo(t, grace, "camera video", func(p peerFacts, corner float64) bool {
+		return !p.Media.Screen && corner > 0 && corner < 180
+	})
+
+	// A real click: getDisplayMedia needs a user gesture.
+	ada.do("share screen", chromedp.Click(chromedp.CSS("#btn-screen")))
+	waitFor(t, "ada sharing", actionTimeout, func() (bool, string, error) {
+		st, err := ada.state()
+		return st.Screen, fmt.Sprintf("%+v", st), err
+	})
+	waitRemoteVideo(t, grace, "the shared screen", func(p peerFacts, corner float64) bool {
+		return p.Media.Screen && corner >= 180
+	})
+	grace.waitFramesRising()
+	ada.screenshot("sharing")
+	grace.screenshot("sees-screen")
+
+	ada.do("stop sharing", chromedp.Click(chromedp.CSS("#btn-screen")))
+	waitRemoteVideo(t, grace, "the camera again", func(p peerFacts, corner float64) bool {
+		return !p.Media.Screen && corner > 0 && corner < 180
+	})
+	grace.waitFramesRising()
+	grace.screenshot("camera-again")
+}
+
+// cornerGreenJS is the mean green (0-255) of the top-left corner of the
+// first remote tile's video as drawn now, or 0 with no video yet.
+const cornerGreenJS = `(() => {
+  const v = document.querySelector('.tile:not([data-peer="local"]) video');
+  if (!v || !v.videoWidth) return 0;
+  const c = document.createElement("canvas");
+  c.width = 100; c.height = 100;
+  const g = c.getContext("2d");
+  g.drawImage(v, 0, 0, 100, 100);
+  const d = g.getImageData(1, 1, 3, 3).data;
+  let sum = 0;
+  for (let i = 1; i < d.length; i += 4) sum += d[i];
+  return sum / (d.length / 4);
+})()`
+
+// waitRemoteVideo waits until b's only remote peer satisfies ok, given its
+// facts and the green of its video's top-left corner.
+func waitRemoteVideo(t *testing.T, b *browser, what string, ok func(peerFacts, float64) bool) {
+	t.Helper()
+	waitFor(t, b.name+" receiving "+what, connectTimeout, func() (bool, string, error) {
+		ps, err := b.peers()
+		if err != nil || len(ps) != 1 {
+			return false, fmt.Sprint(ps), err
+		}
+		corner, err := eval[float64](b, cornerGreenJS)
+		if err != nil {
+			return false, "", err
+		}
+		state := fmt.Sprintf("corner green %.0f, %v", corner, ps[0])
+		done := ok(ps[0], corner)
+		if done {
+			b.art.logf("%s receives %s: %s", b.name, what, state)
+		}
+		return done, state, nil
+	})
+}
+
+// checkResult is window.callboxCheck.result (web/static/js/check.js).
+type checkResult struct {
+	OK   bool `json:"ok"`
+	STUN struct {
+		OK      bool   `json:"ok"`
+		Address string `json:"address"`
+	} `json:"stun"`
+	TURN map[string]struct {
+		Offered bool   `json:"offered"`
+		OK      bool   `json:"ok"`
+		Address string `json:"address"`
+	} `json:"turn"`
+	Candidates []map[string]any `json:"candidates"`
+	Errors     []map[string]any `json:"errors"`
+	Timings    []map[string]any `json:"timings"`
+	Verdict    string           `json:"verdict"`
+	Advice     []string         `json:"advice"`
+}
+
+// /check gathers candidates from callbox's STUN and TURN and says what works;
+// with UDP to the TURN port dropped it says calls relay over TCP.
+func TestBrowserCheck(t *testing.T) {
+	tests := []struct {
+		name      string
+		dropUDP   bool
+		stun, udp bool
+		verdict   string
+	}{
+		{"open", false, true, true, "Calls will work from this network."},
+		{"udp-blocked", true, false, false, "Calls will work, relayed over TCP."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			art := newArtifacts(t)
+			s := startServer(t, art, nil)
+			if tt.dropUDP {
+				dropUDP(t, art, s.TURN().UDPAddr().Port)
+			}
+			b := startBrowsers(t, art, func(string) string { return s.HTTPURL() + "/check" }, "check")[0]
+			var res checkResult
+			waitFor(t, "the check to finish", connectTimeout, func() (bool, string, error) {
+				var err error
+				res, err = eval[checkResult](b, `window.callboxCheck ? window.callboxCheck.done : null`)
+				return err == nil, "", err
+			})
+			art.logf("check result: %+v", res)
+			b.screenshot("check")
+			if res.STUN.OK != tt.stun {
+				t.Errorf("STUN ok = %v, want %v", res.STUN.OK, tt.stun)
+			}
+			if r := res.TURN["udp"]; !r.Offered || r.OK != tt.udp {
+				t.Errorf("TURN over UDP: %+v, want offered, ok %v", r, tt.udp)
+			}
+			if r := res.TURN["tcp"]; !r.Offered || !r.OK {
+				t.Errorf("TURN over TCP: %+v, want offered and working", r)
+			}
+			if !res.OK || res.Verdict != tt.verdict {
+				t.Errorf("verdict %q (ok %v), want %q", res.Verdict, res.OK, tt.verdict)
+			}
+		})
+	}
 }

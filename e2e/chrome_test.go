@@ -59,7 +59,7 @@ func chromiumFlags(profile string) []chromedp.ExecAllocatorOption {
 		// Tests run on one machine: real host candidates instead of mDNS
 		// names, and loopback interfaces may carry ICE (a CI box may have
 		// no other).
-		chromedp.Flag("disable-features", "Translate,WebRtcHideLocalIpsWithMdns"),
+		chromedp.Flag("disable-features", "Translate"),
 		chromedp.Flag("allow-loopback-in-peer-connection", true),
 	)
 }
@@ -292,7 +292,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, check func() (boo
 func (b *browser) screenshot(label string) {
 	ctx, cancel := context.WithTimeout(b.ctx, actionTimeout)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG, whole page
 	if err != nil {
 		b.art.logf("%s: screenshot %s: %v", b.name, label, err)
 		return

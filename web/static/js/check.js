@@ -4,14 +4,16 @@
 // so each result belongs to exactly one URL), and says what works.
 //
 // window.callboxCheck = {done: Promise<Result>, result: Result|null}, where Result is
-//   {ok, stun: {offered, ok, address}, turn: {udp, tcp, tls: {offered, ok, address}},
+//   {ok, stun: {offered, ok, address, sameAsLocal}, turn: {udp, tcp, tls: {offered, ok, address}},
 //    candidates: [{type, protocol, relayProtocol, address, port, server}],
 //    errors: [{server, code, text}], verdict, advice: string[]}
 
 import { Signaling, HubError, randomRoomName } from "./protocol.js";
 import { $, el } from "./ui.js";
 
-const GATHER_TIMEOUT_MS = 10000;
+// Longer than Chromium's own STUN/TURN timeout (9.5 s), so that an
+// unreachable server shows up as an icecandidateerror rather than as our timeout.
+const GATHER_TIMEOUT_MS = 15000;
 const HUB_TIMEOUT_MS = 10000;
 
 /** Splits a STUN/TURN URI (RFC 7064/7065) into the parts the report names. */
@@ -60,22 +62,23 @@ async function gather(u, server) {
   });
   const candidates = [];
   const errors = [];
+  const started = performance.now();
   const done = new Promise((resolve) => {
-    const timer = setTimeout(resolve, GATHER_TIMEOUT_MS);
+    const timer = setTimeout(() => resolve(false), GATHER_TIMEOUT_MS);
     pc.onicecandidate = (e) => {
-      if (!e.candidate) { clearTimeout(timer); resolve(); return; }
+      if (!e.candidate) { clearTimeout(timer); resolve(true); return; }
       if (e.candidate.candidate) candidates.push(candidateFacts(e.candidate, u.url));
     };
     pc.onicegatheringstatechange = () => {
-      if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
+      if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(true); }
     };
   });
   pc.onicecandidateerror = (e) => errors.push({ server: u.url, code: e.errorCode, text: e.errorText || "" });
   pc.createDataChannel("check");
   await pc.setLocalDescription(await pc.createOffer());
-  await done;
+  const completed = await done;
   pc.close();
-  return { u, candidates, errors };
+  return { u, candidates, errors, completed, ms: Math.round(performance.now() - started) };
 }
 
 function addrOf(c) {
@@ -86,17 +89,18 @@ function addrOf(c) {
 export function summarize(results) {
   const res = {
     ok: false,
-    stun: { offered: false, ok: false, address: "" },
+    stun: { offered: false, ok: false, address: "", sameAsLocal: false },
     turn: {
       udp: { offered: false, ok: false, address: "" },
       tcp: { offered: false, ok: false, address: "" },
       tls: { offered: false, ok: false, address: "" },
     },
-    candidates: [], errors: [], verdict: "", advice: [],
+    candidates: [], errors: [], timings: [], verdict: "", advice: [],
   };
   const seen = new Set();
-  for (const { u, candidates, errors } of results) {
+  for (const { u, candidates, errors, completed, ms } of results) {
     res.errors.push(...errors);
+    res.timings.push({ server: u.url, completed, ms });
     for (const c of candidates) {
       const key = `${c.type} ${c.protocol} ${c.address} ${c.port} ${c.server}`;
       if (!seen.has(key)) { seen.add(key); res.candidates.push(c); }
@@ -104,7 +108,17 @@ export function summarize(results) {
     if (u.kind === "stun") {
       res.stun.offered = true;
       const srflx = candidates.find((c) => c.type === "srflx");
-      if (srflx) { res.stun.ok = true; res.stun.address = res.stun.address || addrOf(srflx); }
+      if (srflx) {
+        res.stun.ok = true;
+        res.stun.address = res.stun.address || addrOf(srflx);
+      } else if (completed && !errors.length && candidates.some((c) => c.type === "host" && c.protocol === "udp")) {
+        // Browsers drop a server-reflexive candidate equal to a local
+        // address: no NAT between here and callbox (a LAN, or a test on one
+        // machine). Gathering then still completes at once, while a STUN
+        // server that does not answer keeps it open until the timeout.
+        res.stun.ok = true;
+        res.stun.sameAsLocal = true;
+      }
     } else {
       const t = res.turn[u.transport];
       t.offered = true;
@@ -134,7 +148,7 @@ export function summarize(results) {
     else res.advice.push("Check that the TURN port is open (UDP and TCP) in the server's firewall, and that turn.public_ip and turn.host in the configuration name an address clients can reach.");
   }
   if (res.stun.offered && !res.stun.ok && anyTURN) {
-    res.advice.push("STUN gave no public address. This is normal when you are on the same network as the server; otherwise UDP to it is blocked.");
+    res.advice.push("The STUN server did not answer, so UDP to it is blocked from here. Calls still connect through the relay.");
   }
   if (!tls.offered) res.advice.push("TURN over TLS is not configured on this server; networks that allow only HTTPS will not connect.");
   return res;
@@ -153,7 +167,8 @@ function render(res, iceServers) {
   const { udp, tcp, tls } = res.turn;
   $("checks").replaceChildren(
     row(true, true, "Signaling server", `callbox at ${location.host} answered and handed out its ICE servers.`, ""),
-    row(res.stun.ok, res.stun.offered, "STUN", `Works. The server sees you at ${res.stun.address}.`, "No public address came back (normal on the server's own network; otherwise UDP is blocked)."),
+    row(res.stun.ok, res.stun.offered, "STUN", res.stun.address ? `Works. The server sees you at ${res.stun.address}.` :
+      "Works. The server sees you at your own address: there is no NAT between you and callbox.", "No answer over UDP: UDP to the server is blocked from this network."),
     row(udp.ok, udp.offered, "TURN over UDP", `Works: relay address ${udp.address}.`, "No relay over UDP: UDP to the TURN port is blocked, or the server is unreachable."),
     row(tcp.ok, tcp.offered, "TURN over TCP", `Works: relay address ${tcp.address}.`, "No relay over TCP: the TURN port is closed for TCP."),
     row(tls.ok, tls.offered, "TURN over TLS", `Works: relay address ${tls.address}.`, "No relay over TLS: check the certificate and the TLS port."),
