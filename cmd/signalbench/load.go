@@ -82,6 +82,10 @@ type loadRun struct {
 	rec    *recorder
 	dialer *websocket.Dialer
 
+	// how long joins took, in two parts: dial to upgraded WebSocket, and
+	// from there to the join answer (callbox: hello to welcome)
+	upgradeLat, answerLat *recorder
+
 	received atomic.Int64
 	closing  atomic.Bool // set before the bench closes its sockets
 
@@ -143,7 +147,9 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	selfCPU1, _ := readCPU(self)
 	log.Info("joined", "server", proto.Name(), "clients", len(clients), "of", cfg.N, "per_second", int(joinRate),
 		"server_cpu", fmt.Sprintf("%.0f%%", 100*(srvCPU1-srvCPU0).Seconds()/joinSecs),
-		"bench_cpu", fmt.Sprintf("%.0f%%", 100*(selfCPU1-selfCPU0).Seconds()/joinSecs))
+		"bench_cpu", fmt.Sprintf("%.0f%%", 100*(selfCPU1-selfCPU0).Seconds()/joinSecs),
+		"upgrade_p50", percentile(r.upgradeLat.sorted(), 50), "upgrade_p99", percentile(r.upgradeLat.sorted(), 99),
+		"answer_p50", percentile(r.answerLat.sorted(), 50), "answer_p99", percentile(r.answerLat.sorted(), 99))
 	if len(clients) == 0 {
 		return res, fmt.Errorf("signalbench: %s: no client joined", proto.Name())
 	}
@@ -220,7 +226,8 @@ func (r *loadRun) join(ctx context.Context) ([]*benchClient, float64) {
 	next := atomic.Int64{}
 	var wg sync.WaitGroup
 	start := time.Now()
-	var lastNanos atomic.Int64
+	var lastNanos atomic.Int64 // when the last join so far was answered
+	r.upgradeLat, r.answerLat = newRecorder(r.cfg.N), newRecorder(r.cfg.N)
 	for range min(r.cfg.Concurrency, r.cfg.N) {
 		wg.Add(1)
 		go func() {
@@ -236,7 +243,7 @@ func (r *loadRun) join(ctx context.Context) ([]*benchClient, float64) {
 					continue
 				}
 				all[i] = c
-				lastNanos.Store(int64(time.Since(start)))
+				storeMax(&lastNanos, int64(time.Since(start)))
 			}
 		}()
 	}
@@ -254,11 +261,21 @@ func (r *loadRun) join(ctx context.Context) ([]*benchClient, float64) {
 	return joined, float64(len(joined)) / elapsed.Seconds()
 }
 
+func storeMax(v *atomic.Int64, x int64) {
+	for {
+		old := v.Load()
+		if x <= old || v.CompareAndSwap(old, x) {
+			return
+		}
+	}
+}
+
 // open dials client i, starts its reader and waits for the join answer.
 func (r *loadRun) open(ctx context.Context, i int) (*benchClient, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.JoinTimeout)
 	defer cancel()
 	hdr := http.Header{"Origin": {r.srv.base}}
+	dialed := time.Now()
 	conn, resp, err := r.dialer.DialContext(ctx, r.proto.URL(r.srv.base, i), hdr)
 	if err != nil {
 		if resp != nil {
@@ -272,6 +289,8 @@ func (r *loadRun) open(ctx context.Context, i int) (*benchClient, error) {
 		defer r.readers.Done()
 		r.read(c)
 	}()
+	upgraded := time.Now()
+	r.upgradeLat.add(upgraded.Sub(dialed))
 	if hello := r.proto.Hello(i, c.room); hello != nil {
 		if err := c.write(hello); err != nil {
 			conn.Close()
@@ -284,6 +303,7 @@ func (r *loadRun) open(ctx context.Context, i int) (*benchClient, error) {
 			conn.Close()
 			return nil, fmt.Errorf("client %d: %w", i, err)
 		}
+		r.answerLat.add(time.Since(upgraded))
 		return c, nil
 	case <-ctx.Done():
 		conn.Close()

@@ -179,7 +179,18 @@ level = "warn"
 
 // freePort asks the kernel for a free loopback port and releases it for
 // the server about to be started; a lost race only fails that start.
-func freePort(network string) (int, error) {
+// For "udp" the TCP port of the same number must be free too (TURN serves
+// both on one port), which a few tries find.
+func freePort(network string) (port int, err error) {
+	for range 10 {
+		if port, err = tryFreePort(network); err == nil {
+			return port, nil
+		}
+	}
+	return 0, err
+}
+
+func tryFreePort(network string) (int, error) {
 	switch network {
 	case "udp":
 		c, err := net.ListenPacket("udp", "127.0.0.1:0")
