@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -156,14 +157,33 @@ func (m *Manager) httpsURL(r *http.Request) (string, error) {
 	if host == "" {
 		return "", errors.New("missing Host header")
 	}
-	if strings.ContainsAny(host, "/\\@?#% \t") || strings.ContainsFunc(host, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Is6() {
+			host = "[" + ip.String() + "]"
+		}
+	} else if !validHostname(host) {
 		return "", fmt.Errorf("bad Host header %q", r.Host)
 	}
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	u := url.URL{Scheme: "https", Host: host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	// A raw '#' (which no browser sends) would start a fragment in the
+	// Location; escaping it keeps the query as it came.
+	query := strings.ReplaceAll(r.URL.RawQuery, "#", "%23")
+	u := url.URL{Scheme: "https", Host: host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: query}
 	return u.String(), nil
+}
+
+// validHostname accepts DNS names (and the underscores some intranets use):
+// anything else in a Host header would make a redirect to somewhere else, or
+// no URL at all.
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Reload re-reads the cert/key files (SIGHUP). A broken new pair leaves the

@@ -1,12 +1,15 @@
 package certs
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -319,43 +322,70 @@ func TestHTTPHandler(t *testing.T) {
 	}
 }
 
-// FuzzHTTPSURL feeds the redirect outside input (Host header, path, query):
-// it must never panic, and a redirect it builds must be https to the
-// request's own host, path and query.
-func FuzzHTTPSURL(f *testing.F) {
-	f.Add("files.test", "/room", "a=1")
-	f.Add("files.test:80", "/a%2Fb", "")
-	f.Add("[::1]:80", "/", "x=%zz")
-	f.Add("", "//evil.test/", "")
-	f.Add("evil.test@files.test", "/", "")
-	m := &Manager{mode: modeFiles}
-	f.Fuzz(func(t *testing.T, host, path, query string) {
-		r := httptest.NewRequest("GET", "http://placeholder/", nil)
-		r.Host = host
-		r.URL.Path = path
-		r.URL.RawQuery = query
-		target, err := m.httpsURL(r)
+// FuzzHTTPHandler feeds the port-80 handler raw requests (its outside input
+// is the request line and the Host header): it must never panic, and a
+// redirect must be https to the request's own host, path and query.
+func FuzzHTTPHandler(f *testing.F) {
+	f.Add("files.test", "/room?a=1")
+	f.Add("files.test:80", "/a%2Fb")
+	f.Add("[::1]:80", "/?x=%zz")
+	f.Add("", "//evil.test/")
+	f.Add("evil.test@files.test", "/")
+	f.Add("call.example.com", "/.well-known/acme-challenge/tok")
+	f.Add("files.test", "*")
+	f.Add("files.test", "http://other.test/abs?q")
+	dir := f.TempDir()
+	certFile, keyFile, _ := writePair(f, dir, "files.test")
+	m, err := New(config.TLS{CertFile: certFile, KeyFile: keyFile}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := m.HTTPHandler(nil)
+	f.Fuzz(func(t *testing.T, host, target string) {
+		raw := "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
 		if err != nil {
+			return // net/http refuses it before any handler runs
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusPermanentRedirect {
 			return
 		}
-		if !strings.HasPrefix(target, "https://") {
-			t.Fatalf("redirect %q is not https", target)
+		loc := w.Header().Get("Location")
+		u, err := url.Parse(loc)
+		if err != nil || u.Scheme != "https" {
+			t.Fatalf("redirect %q is not an https URL (%v)", loc, err)
 		}
-		u, err := url.Parse(target)
-		if err != nil {
-			t.Fatalf("redirect %q does not parse: %v", target, err)
-		}
-		want := host
-		if h, _, err := net.SplitHostPort(host); err == nil {
+		want := r.Host
+		if h, _, err := net.SplitHostPort(want); err == nil {
 			want = h
 		}
-		if u.Hostname() != strings.Trim(want, "[]") {
-			t.Fatalf("redirect %q goes to host %q, want %q", target, u.Hostname(), want)
+		want = strings.Trim(want, "[]")
+		if ip, err := netip.ParseAddr(want); err == nil {
+			want = ip.String() // written in its canonical form
 		}
-		if u.Path != path || u.RawQuery != query {
-			t.Fatalf("redirect %q has path %q query %q, want %q %q", target, u.Path, u.RawQuery, path, query)
+		if u.Hostname() != want {
+			t.Fatalf("redirect %q goes to host %q, want %q", loc, u.Hostname(), want)
+		}
+		if strings.HasPrefix(r.URL.Path, "/") && u.Path != r.URL.Path || u.RawQuery != escapeNonASCII(strings.ReplaceAll(r.URL.RawQuery, "#", "%23")) {
+			t.Fatalf("redirect %q: path %q query %q, want %q %q", loc, u.Path, u.RawQuery, r.URL.Path, r.URL.RawQuery)
 		}
 	})
+}
+
+// escapeNonASCII does what http.Redirect does to a Location: bytes above
+// 0x7f become %XX, which a browser decodes back to the same bytes.
+func escapeNonASCII(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			fmt.Fprintf(&b, "%%%02x", s[i])
+		} else {
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
 }
 
 // FuzzCheckChain feeds the certificate file parser arbitrary bytes.

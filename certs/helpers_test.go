@@ -93,7 +93,7 @@ func selfSigned(t testing.TB, name string) (certPEM, keyPEM []byte, leaf *x509.C
 
 // writeFile replaces name atomically, as certbot does, so a poller never
 // reads half a file.
-func writeFile(t *testing.T, name string, data []byte) {
+func writeFile(t testing.TB, name string, data []byte) {
 	t.Helper()
 	tmp := name + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
@@ -106,7 +106,7 @@ func writeFile(t *testing.T, name string, data []byte) {
 
 // writePair writes a fresh self-signed pair for name into dir and returns
 // the file names and the certificate.
-func writePair(t *testing.T, dir, name string) (certFile, keyFile string, leaf *x509.Certificate) {
+func writePair(t testing.TB, dir, name string) (certFile, keyFile string, leaf *x509.Certificate) {
 	t.Helper()
 	certPEM, keyPEM, leaf := selfSigned(t, name)
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
