@@ -125,13 +125,7 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 		relayBind = "127.0.0.1"
 	}
 	guard := newRelayGuard(uint16(s.udpAddr.Port), listenIP, s.relayIP, opts.Protected)
-	s.host = cfg.Host
-	if s.host == "" {
-		s.host = s.relayIP.String()
-		if cfg.PublicIP == "" && !listenIP.IsUnspecified() {
-			s.host = listenIP.String()
-		}
-	}
+	s.host = uriHost(cfg, listenIP, s.relayIP)
 
 	if err := s.startPion(relayBind, guard); err != nil {
 		return nil, err
@@ -446,15 +440,10 @@ func (s *Server) Credentials(user string, ttl time.Duration) Credentials {
 	}
 }
 
-func (s *Server) hostPort() string {
-	return net.JoinHostPort(s.host, strconv.Itoa(s.udpAddr.Port))
-}
-
 // STUNURIs are the stun: URIs clients are given.
-func (s *Server) STUNURIs() []string { return []string{"stun:" + s.hostPort()} }
+func (s *Server) STUNURIs() []string {
+	return []string{"stun:" + net.JoinHostPort(s.host, strconv.Itoa(s.udpAddr.Port))}
+}
 
 // TURNURIs are the turn: URIs clients are given, UDP first.
-func (s *Server) TURNURIs() []string {
-	hp := s.hostPort()
-	return []string{"turn:" + hp + "?transport=udp", "turn:" + hp + "?transport=tcp"}
-}
+func (s *Server) TURNURIs() []string { return turnURIs(s.host, s.udpAddr.Port) }

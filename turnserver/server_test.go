@@ -599,3 +599,24 @@ func TestCloseIdempotent(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+func TestConfiguredTURNURIs(t *testing.T) {
+	cases := []struct {
+		name, listen, publicIP, host, want string
+	}{
+		{"listen address", "127.0.0.1:3478", "", "", "turn:127.0.0.1:3478?transport=udp"},
+		{"public ip", "0.0.0.0:3478", "198.51.100.7", "", "turn:198.51.100.7:3478?transport=udp"},
+		{"host", "0.0.0.0:443", "198.51.100.7", "turn.example.com", "turn:turn.example.com:443?transport=udp"},
+		{"ipv6 loopback", "[::1]:3478", "", "", "turn:[::1]:3478?transport=udp"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Listen, cfg.PublicIP, cfg.Host = tc.listen, tc.publicIP, tc.host
+			got := ConfiguredTURNURIs(cfg)
+			if len(got) != 2 || got[0] != tc.want || got[1] != strings.Replace(tc.want, "udp", "tcp", 1) {
+				t.Errorf("ConfiguredTURNURIs = %v, want %s and its tcp twin", got, tc.want)
+			}
+		})
+	}
+}
