@@ -46,6 +46,9 @@ type row struct {
 	cpuStat    float64 // the same from utime+stime
 	rssMiB     float64
 	searchRate float64 // (c): highest passing offered rate, pps over all flows
+	// diagnostics for the log
+	genCPU      float64 // the generator's CPU, µs per relayed packet
+	kernelDrops int64
 }
 
 type bench struct {
@@ -54,6 +57,8 @@ type bench struct {
 	log     *slog.Logger
 	results map[string]map[string][]row // scenario id, server kind
 	started time.Time
+	// load averages at the start and the end, for the report
+	loadStart, loadEnd string
 }
 
 func (b *bench) selected() []scenario {
@@ -74,6 +79,7 @@ func (b *bench) selected() []scenario {
 // rounds so drift on the machine (thermal, other load) hits both alike.
 func (b *bench) runRounds(ctx context.Context, servers []string) error {
 	b.started = time.Now()
+	b.loadStart = loadAverage()
 	for r := range b.o.rounds {
 		order := slices.Clone(servers)
 		if r%2 == 1 {
@@ -89,6 +95,7 @@ func (b *bench) runRounds(ctx context.Context, servers []string) error {
 			}
 		}
 	}
+	b.loadEnd = loadAverage()
 	return nil
 }
 
@@ -136,7 +143,8 @@ func (b *bench) runServer(ctx context.Context, kind string) error {
 		b.log.Info("measured", "server", kind, "scenario", sc.id, "up_pps", int(rw.up), "down_pps", int(rw.down),
 			"loss_pct", fmt.Sprintf("%.3f", rw.loss), "p99_ms", fmt.Sprintf("%.2f", rw.p99),
 			"cpu_us", fmt.Sprintf("%.2f", rw.cpu), "cpu_stat_us", fmt.Sprintf("%.2f", rw.cpuStat),
-			"rss_mib", fmt.Sprintf("%.1f", rw.rssMiB))
+			"rss_mib", fmt.Sprintf("%.1f", rw.rssMiB), "generator_cpu_us", fmt.Sprintf("%.2f", rw.genCPU),
+			"kernel_drops", rw.kernelDrops, "load", loadAverage())
 		if b.results[sc.id] == nil {
 			b.results[sc.id] = map[string][]row{}
 		}
@@ -179,6 +187,7 @@ func rowOf(r trialResult, rate float64) row {
 		p50: ms(percentile(r.rtts, 50)), p99: ms(percentile(r.rtts, 99)),
 		cpu: r.cpuPerPacket(false), cpuStat: r.cpuPerPacket(true),
 		rssMiB: float64(r.rss) / (1 << 20), searchRate: rate,
+		genCPU: float64(r.genCPU.Microseconds()) / float64(max(1, r.up+r.down)), kernelDrops: r.kernelDrops,
 	}
 }
 

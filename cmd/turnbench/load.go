@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -231,6 +232,8 @@ type trialResult struct {
 	cpuRun         time.Duration
 	cpuStat        time.Duration
 	rss            int64
+	genCPU         time.Duration // the generator's own (this process)
+	kernelDrops    int64         // Udp RcvbufErrors on the whole machine
 }
 
 func (r trialResult) lossPct() float64 {
@@ -276,6 +279,8 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 	if err != nil {
 		return trialResult{}, err
 	}
+	genBefore, _ := sampleProc(os.Getpid())
+	dropsBefore := udpRcvbufErrors()
 	total := perFlow * float64(len(flows))
 	start := time.Now()
 	sendPaced(flows, total, size, d, id)
@@ -296,6 +301,8 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 		}
 	}
 	after, err := sampleProc(pid)
+	genAfter, _ := sampleProc(os.Getpid())
+	drops := udpRcvbufErrors() - dropsBefore
 	for _, f := range flows {
 		_ = f.sess.conn.SetReadDeadline(time.Now()) // stops the reader
 	}
@@ -304,7 +311,8 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 		return trialResult{}, err
 	}
 	res := trialResult{target: total, sent: sent, elapsed: elapsed,
-		cpuRun: after.runCPU - before.runCPU, cpuStat: after.statCPU - before.statCPU, rss: after.rss}
+		cpuRun: after.runCPU - before.runCPU, cpuStat: after.statCPU - before.statCPU, rss: after.rss,
+		genCPU: genAfter.runCPU - genBefore.runCPU, kernelDrops: drops}
 	for _, e := range echoes {
 		res.up += e.count.Load()
 	}

@@ -122,3 +122,60 @@ func parseVmRSS(status []byte) (int64, error) {
 	}
 	return 0, errors.New("status: no VmRSS line")
 }
+
+// parseUDPRcvbufErrors reads Udp RcvbufErrors from the text of
+// /proc/net/snmp: datagrams the kernel dropped because a socket's receive
+// buffer was full. It counts every socket of the network namespace, so it
+// is a diagnostic for the log, not a figure of the table.
+func parseUDPRcvbufErrors(snmp []byte) (int64, error) {
+	var header []string
+	sc := bufio.NewScanner(bytes.NewReader(snmp))
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "Udp:")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if header == nil {
+			header = fields
+			continue
+		}
+		for i, name := range header {
+			if name == "RcvbufErrors" && i < len(fields) {
+				n, err := strconv.ParseInt(fields[i], 10, 64)
+				if err != nil || n < 0 {
+					return 0, fmt.Errorf("snmp: bad RcvbufErrors %q", fields[i])
+				}
+				return n, nil
+			}
+		}
+		return 0, errors.New("snmp: no Udp RcvbufErrors column")
+	}
+	return 0, errors.New("snmp: no Udp lines")
+}
+
+// udpRcvbufErrors is parseUDPRcvbufErrors of this machine, or -1.
+func udpRcvbufErrors() int64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return -1
+	}
+	n, err := parseUDPRcvbufErrors(b)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// loadAverage is the first field of /proc/loadavg, for the report: the
+// machine is shared, and a busy one explains a wide spread.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}

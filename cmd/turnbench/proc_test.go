@@ -111,3 +111,25 @@ func FuzzProcParsers(f *testing.F) {
 		}
 	})
 }
+
+func TestParseUDPRcvbufErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		snmp    string
+		want    int64
+		wantErr bool
+	}{
+		{name: "linux 6", snmp: "Ip: Forwarding\nIp: 1\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdp: 1389701 39878 212171 1642156 212170 0\nUdpLite: InDatagrams\nUdpLite: 0\n", want: 212170},
+		{name: "no udp", snmp: "Ip: Forwarding\nIp: 1\n", wantErr: true},
+		{name: "no column", snmp: "Udp: InDatagrams\nUdp: 5\n", wantErr: true},
+		{name: "bad value", snmp: "Udp: RcvbufErrors\nUdp: x\n", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseUDPRcvbufErrors([]byte(tc.snmp))
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("got %d, %v; want %d, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}

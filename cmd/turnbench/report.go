@@ -18,9 +18,9 @@ import (
 // callbox÷coturn ratios issue 7 sets targets for.
 func writeReport(w io.Writer, b *bench, servers []string, args []string) error {
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "Measured %s UTC on %s; %d rounds, %s per scenario, took %s.\n\n",
+	fmt.Fprintf(bw, "Measured %s UTC on %s; %d rounds, %s per scenario, took %s; load average %s at the start, %s at the end.\n\n",
 		b.started.UTC().Format("2006-01-02 15:04"), machine(), b.o.rounds, b.o.duration,
-		time.Since(b.started).Round(time.Second))
+		time.Since(b.started).Round(time.Second), b.loadStart, b.loadEnd)
 	fmt.Fprintf(bw, "Command: `go run ./cmd/turnbench %s`\n\n", strings.Join(args, " "))
 	fmt.Fprintf(bw, "Servers: %s.\n\n", versions(b.setup, servers))
 	fmt.Fprintln(bw, "Each cell: median (min–max) over rounds. Up: client → peer packets per second as the echo peer received them; down: back at the clients. CPU: the server process's time on CPU per relayed packet (each direction counts once), from /proc/PID/task/*/schedstat; \"stat\": the same from utime+stime in /proc/PID/stat (10 ms ticks). RSS at the end of the window.")
