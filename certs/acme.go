@@ -127,26 +127,10 @@ func caHTTPClient(rootFile string) (*http.Client, error) {
 // run obtains the certificates, then leaves renewal to certmagic's
 // maintenance goroutine until ctx ends, and stops it before returning.
 func (a *acmeState) run(ctx context.Context) {
-	cache := certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) {
-			return a.magic.Load(), nil
-		},
-		RenewCheckInterval: a.renewCheck,
-		Logger:             a.zlog,
-	})
+	cache, magic := a.newMagic()
 	// Stop waits for the maintenance goroutine. Renewal jobs it started run
 	// on certmagic's job queue with a context Stop cancels.
 	defer cache.Stop()
-	magic := certmagic.New(cache, certmagic.Config{
-		RenewalWindowRatio: a.renewRatio,
-		Issuers:            []certmagic.Issuer{a.issuer},
-		Storage:            a.storage,
-		Logger:             a.zlog,
-		// Clients without SNI (Firefox on turns:, IP-only probes) and with
-		// an unknown name get the first domain's certificate.
-		DefaultServerName:  a.domains[0],
-		FallbackServerName: a.domains[0],
-	})
 	a.magic.Store(magic)
 
 	wait := a.retryMin
@@ -170,6 +154,29 @@ func (a *acmeState) run(ctx context.Context) {
 		wait = min(2*wait, a.retryMax)
 	}
 	<-ctx.Done()
+}
+
+// newMagic makes certmagic's cache (which starts its maintenance goroutine:
+// the caller must Stop it) and a config on it that owns nothing global.
+func (a *acmeState) newMagic() (*certmagic.Cache, *certmagic.Config) {
+	cache := certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) {
+			return a.magic.Load(), nil
+		},
+		RenewCheckInterval: a.renewCheck,
+		Logger:             a.zlog,
+	})
+	magic := certmagic.New(cache, certmagic.Config{
+		RenewalWindowRatio: a.renewRatio,
+		Issuers:            []certmagic.Issuer{a.issuer},
+		Storage:            a.storage,
+		Logger:             a.zlog,
+		// Clients without SNI (Firefox on turns:, IP-only probes) and with
+		// an unknown name get the first domain's certificate.
+		DefaultServerName:  a.domains[0],
+		FallbackServerName: a.domains[0],
+	})
+	return cache, magic
 }
 
 func (a *acmeState) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {

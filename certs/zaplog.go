@@ -14,8 +14,13 @@ func zapToSlog(h slog.Handler) *zap.Logger {
 	return zap.New(&slogCore{h: h})
 }
 
+// slogCore is immutable: With returns a new one. Fields given to With are
+// kept as they are and encoded only when a line is written, because
+// certmagic calls With on every handshake, mostly for debug lines that are
+// then dropped.
 type slogCore struct {
-	h slog.Handler
+	h      slog.Handler
+	fields []zapcore.Field
 }
 
 func slogLevel(l zapcore.Level) slog.Level {
@@ -35,7 +40,7 @@ func (c *slogCore) Enabled(l zapcore.Level) bool {
 }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{h: c.h.WithAttrs(attrs(fields))}
+	return &slogCore{h: c.h, fields: append(c.fields[:len(c.fields):len(c.fields)], fields...)}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -50,6 +55,7 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	if e.LoggerName != "" {
 		r.AddAttrs(slog.String("logger", e.LoggerName))
 	}
+	r.AddAttrs(attrs(c.fields)...)
 	r.AddAttrs(attrs(fields)...)
 	return c.h.Handle(context.Background(), r)
 }
