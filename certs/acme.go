@@ -50,7 +50,7 @@ type acmeState struct {
 	domains []string
 	log     *slog.Logger
 	zlog    *zap.Logger
-	storage certmagic.Storage
+	storage *guardedStorage
 	issuer  *acmeIssuer
 	solver  *httpSolver
 	// certmagic tuning, zero for its defaults (checks every 10 min, renew in
@@ -70,7 +70,12 @@ func newACMEState(cfg config.TLS, log *slog.Logger) (*acmeState, error) {
 	}
 	zlog := zapToSlog(log.Handler())
 	solver := &httpSolver{chals: make(map[solverKey]string)}
-	storage := &certmagic.FileStorage{Path: cfg.ACMEStorage}
+	// Made here so that a folder callbox cannot create fails start-up,
+	// not the first order minutes later.
+	if err := os.MkdirAll(cfg.ACMEStorage, 0o700); err != nil {
+		return nil, fmt.Errorf("certs: acme_storage: %w", err)
+	}
+	storage := &guardedStorage{inner: &certmagic.FileStorage{Path: cfg.ACMEStorage}}
 	domains := make([]string, len(cfg.ACMEDomains))
 	for i, d := range cfg.ACMEDomains {
 		domains[i] = strings.ToLower(d)
@@ -127,9 +132,12 @@ func caHTTPClient(rootFile string) (*http.Client, error) {
 // run obtains the certificates, then leaves renewal to certmagic's
 // maintenance goroutine until ctx ends, and stops it before returning.
 func (a *acmeState) run(ctx context.Context) {
+	// Deferred first, so it runs last: after Stop, renewal jobs still on
+	// certmagic's queue (which cannot be waited for; Stop cancels their
+	// context) find the storage closed.
+	defer a.storage.close()
 	cache, magic := a.newMagic()
-	// Stop waits for the maintenance goroutine. Renewal jobs it started run
-	// on certmagic's job queue with a context Stop cancels.
+	// Stop waits for the maintenance goroutine.
 	defer cache.Stop()
 	a.magic.Store(magic)
 

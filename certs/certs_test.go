@@ -45,6 +45,7 @@ func TestNew(t *testing.T) {
 		{"missing key file", config.TLS{CertFile: certFile, KeyFile: missing}, false, "key_file: open " + missing},
 		{"swapped", config.TLS{CertFile: keyFile, KeyFile: certFile}, false, "cert_file " + keyFile + ": holds a private key but no certificate"},
 		{"missing ca root", acme(config.TLS{ACMEDomains: []string{"a.example"}, ACMECARoot: missing}), false, "acme_ca_root"},
+		{"storage not creatable", config.TLS{ACMEDomains: []string{"a.example"}, ACMECA: config.LetsEncrypt, ACMEStorage: filepath.Join(certFile, "acme")}, false, "acme_storage: mkdir"},
 		{"ca root not pem", acme(config.TLS{ACMEDomains: []string{"a.example"}, ACMECARoot: keyFile}), false, "acme_ca_root " + keyFile + ": no PEM certificate"},
 	}
 	for _, tt := range tests {
