@@ -143,9 +143,9 @@ type pionPeer struct {
 }
 
 type hubMsg struct {
-	Type       string             `json:"type"`
-	ID         string             `json:"id"`
-	From       string             `json:"from"`
+	Type       string `json:"type"`
+	ID         string `json:"id"`
+	From       string `json:"from"`
 	Peers      []struct{ ID string }
 	ICEServers []signal.ICEServer `json:"iceServers"`
 	Payload    json.RawMessage    `json:"payload"`
