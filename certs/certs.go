@@ -40,7 +40,9 @@ const (
 )
 
 // Manager provides the server certificate for HTTPS and for TURN over TLS
-// (turns:), from files or ACME.
+// (turns:), from files or ACME. The app serves HTTPHandler on port 80, uses
+// TLSConfig for HTTPS and turns:, calls Reload on SIGHUP and runs Run once,
+// for as long as it serves.
 type Manager struct {
 	// static after construction
 	cfg  config.TLS

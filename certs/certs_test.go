@@ -26,6 +26,10 @@ func TestNew(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, _ := writePair(t, dir, "files.test")
 	missing := filepath.Join(dir, "missing.pem")
+	combined := filepath.Join(dir, "combined.pem")
+	certPEM, _ := os.ReadFile(certFile)
+	keyPEM, _ := os.ReadFile(keyFile)
+	writeFile(t, combined, append(keyPEM, certPEM...))
 	acme := func(c config.TLS) config.TLS {
 		c.ACMECA, c.ACMEStorage = config.LetsEncrypt, dir
 		return c
@@ -38,6 +42,7 @@ func TestNew(t *testing.T) {
 	}{
 		{"off", config.TLS{}, false, ""},
 		{"files", config.TLS{CertFile: certFile, KeyFile: keyFile}, true, ""},
+		{"one file with key and chain", config.TLS{CertFile: combined, KeyFile: combined}, true, ""},
 		{"acme", acme(config.TLS{ACMEDomains: []string{"call.example.com"}}), true, ""},
 		{"cert without key", config.TLS{CertFile: certFile}, false, "tls.cert_file: is set but tls.key_file is not"},
 		{"files and acme", acme(config.TLS{CertFile: certFile, KeyFile: keyFile, ACMEDomains: []string{"a.example"}}), false, "tls.acme_domains"},
