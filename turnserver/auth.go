@@ -153,7 +153,11 @@ func (a *authenticator) inspect(in *inspector, frame []byte, tcp bool, src, loca
 	if v.reason != "" || (typ != typeCreatePermission && typ != typeChannelBind) {
 		return nil
 	}
-	return a.checkPeers(m, v, src)
+	reply = a.checkPeers(m, v, src)
+	if reply != nil {
+		in.slot.take() // pion never sees this request
+	}
+	return reply
 }
 
 func (a *authenticator) verify(m *stun.Message, typ uint16, username, realm string, tcp bool, src, local netip.AddrPort) verdict {
@@ -204,7 +208,9 @@ func (a *authenticator) verify(m *stun.Message, typ uint16, username, realm stri
 
 // checkPeers applies the peer policy to every XOR-PEER-ADDRESS of an
 // authenticated CreatePermission or ChannelBind and answers 403 if one is
-// refused (RFC 5766 §9.2 and §11.2: the whole request fails).
+// refused (RFC 5766 §9.2 and §11.2: the whole request fails). The nonce is
+// pion's to check and is not checked here: the request's integrity is
+// proven, and a replayed refusal only earns the same 403.
 func (a *authenticator) checkPeers(m *stun.Message, v verdict, src netip.AddrPort) []byte {
 	denied := ""
 	var peer netip.Addr

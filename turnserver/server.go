@@ -171,8 +171,19 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 	}
 	var lastErr error
 	for range tries {
-		conns, err := listenUDP(context.Background(), udpNet, ip, port, sockets)
+		udpPort := port
+		if port == 0 {
+			var err error
+			if udpPort, err = freeUDPPort(udpNet, ip); err != nil {
+				return err
+			}
+		}
+		conns, err := listenUDP(context.Background(), udpNet, ip, udpPort, sockets)
 		if err != nil {
+			if port == 0 {
+				lastErr = err // taken between probe and bind: try another
+				continue
+			}
 			return err
 		}
 		udpAddr := conns[0].LocalAddr().(*net.UDPAddr)
@@ -195,6 +206,22 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 		return nil
 	}
 	return lastErr
+}
+
+// freeUDPPort asks the kernel for a UDP port nobody holds. Binding port 0
+// with SO_REUSEPORT set could instead land on a port another process of
+// the same user already shares by SO_REUSEPORT (Linux skips those in its
+// search), and the two servers would split each other's clients. The probe
+// has no SO_REUSEPORT, so its port is free; it is released just before the
+// real sockets bind.
+func freeUDPPort(network string, ip netip.Addr) (uint16, error) {
+	probe, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+	if err != nil {
+		return 0, fmt.Errorf("turnserver: listen %s %s: %w", network, netip.AddrPortFrom(ip, 0), err)
+	}
+	port := uint16(probe.LocalAddr().(*net.UDPAddr).Port)
+	probe.Close()
+	return port, nil
 }
 
 // closeListeners is New's cleanup when it fails after binding.
