@@ -113,7 +113,11 @@ func (b *tokenBucket) allow(n int) bool {
 	if b.rate == 0 {
 		return true
 	}
-	now := monotonicNanos()
+	return b.allowAt(n, monotonicNanos())
+}
+
+// allowAt is allow at a given time (monotonic nanoseconds), for tests.
+func (b *tokenBucket) allowAt(n int, now int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.tokens = min(b.burst, b.tokens+float64(now-b.last)*b.rate/1e9)
