@@ -191,6 +191,11 @@ func setupFlows(server netip.AddrPort, secret string, n int, echoes []*echoPeer,
 func setupFlow(server netip.AddrPort, secret string, i int, peer netip.AddrPort) (*flow, error) {
 	user, pass := restCredentials(secret, fmt.Sprintf("bench%d", i), time.Now().Add(time.Hour))
 	sess, err := allocate(server, user, pass)
+	// A fresh socket gets a fresh port from the kernel, away from an
+	// allocation left over on the old one.
+	for try := 0; try < 3 && isAllocationMismatch(err); try++ {
+		sess, err = allocate(server, user, pass)
+	}
 	if err != nil {
 		return nil, err
 	}

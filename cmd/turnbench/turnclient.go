@@ -151,7 +151,7 @@ func (s *session) transact(typ stun.MessageType, auth bool, attrs ...stun.Setter
 			s.nonce = nonce.String()
 			continue
 		}
-		return nil, fmt.Errorf("%s: error %d %s", typ, code.Code, code.Reason)
+		return nil, &errorResponse{method: typ.Method, code: int(code.Code), reason: string(code.Reason)}
 	}
 	return nil, fmt.Errorf("%s: still unauthorized after a fresh nonce", typ)
 }
@@ -226,5 +226,26 @@ func responseError(m *stun.Message) error {
 	if err := code.GetFrom(m); err != nil {
 		return fmt.Errorf("error response to %s", m.Type.Method)
 	}
-	return fmt.Errorf("error %d %s", code.Code, code.Reason)
+	return &errorResponse{method: m.Type.Method, code: int(code.Code), reason: string(code.Reason)}
+}
+
+// errorResponse is a STUN error response from the server.
+type errorResponse struct {
+	method stun.Method
+	code   int
+	reason string
+}
+
+func (e *errorResponse) Error() string {
+	return fmt.Sprintf("%s: error %d %s", e.method, e.code, e.reason)
+}
+
+// codeAllocationMismatch (437): the server still holds an allocation for
+// this 5-tuple, as when the kernel hands a new socket the port of one
+// whose release was lost.
+const codeAllocationMismatch = 437
+
+func isAllocationMismatch(err error) bool {
+	var e *errorResponse
+	return errors.As(err, &e) && e.code == codeAllocationMismatch
 }

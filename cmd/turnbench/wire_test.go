@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -159,4 +160,30 @@ func FuzzServerReplies(f *testing.F) {
 			responseError(m)
 		}
 	})
+}
+
+func TestErrorResponse(t *testing.T) {
+	tests := []struct {
+		code     stun.ErrorCode
+		mismatch bool
+	}{
+		{437, true},
+		{401, false},
+		{486, false},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint(int(tc.code)), func(t *testing.T) {
+			m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse), tc.code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = fmt.Errorf("setup: %w", responseError(m))
+			if isAllocationMismatch(err) != tc.mismatch {
+				t.Fatalf("%v: mismatch %v, want %v", err, !tc.mismatch, tc.mismatch)
+			}
+		})
+	}
+	if err := responseError(&stun.Message{Type: stun.NewType(stun.MethodAllocate, stun.ClassSuccessResponse)}); err != nil {
+		t.Fatalf("success response gave %v", err)
+	}
 }
