@@ -100,10 +100,34 @@ type tcpListener struct {
 	mu     sync.Mutex
 	conns  map[netip.AddrPort]*tcpConn // guarded by mu: open conns by remote address
 	closed bool                        // guarded by mu
+
+	// readers counts pion's per-conn goroutines still reading: one per
+	// accepted conn until its Read fails (after which pion only cleans up).
+	readers        int           // guarded by mu
+	readersChanged chan struct{} // guarded by mu: closed and replaced when readers drops
+
+	acceptDone chan struct{} // closed when pion's accept loop gets its final error
+	acceptOnce sync.Once
 }
 
 func newTCPListener(l net.Listener, auth *authenticator) *tcpListener {
-	return &tcpListener{Listener: l, auth: auth, conns: make(map[netip.AddrPort]*tcpConn)}
+	return &tcpListener{
+		Listener:       l,
+		auth:           auth,
+		conns:          make(map[netip.AddrPort]*tcpConn),
+		readersChanged: make(chan struct{}),
+		acceptDone:     make(chan struct{}),
+	}
+}
+
+func (l *tcpListener) readerDone() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.readers > 0 {
+		l.readers--
+		close(l.readersChanged)
+		l.readersChanged = make(chan struct{})
+	}
 }
 
 // Accept retries temporary failures (out of file descriptors, aborted
@@ -115,6 +139,7 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			if l.isClosed() || errors.Is(err, net.ErrClosed) || !temporary(err) {
+				l.acceptOnce.Do(func() { close(l.acceptDone) })
 				return nil, err
 			}
 			time.Sleep(backoff)
@@ -132,9 +157,11 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		if l.closed {
 			l.mu.Unlock()
 			c.Close()
+			l.acceptOnce.Do(func() { close(l.acceptDone) })
 			return nil, net.ErrClosed
 		}
 		l.conns[tc.src] = tc
+		l.readers++
 		l.mu.Unlock()
 		return tc, nil
 	}
@@ -164,6 +191,30 @@ func (l *tcpListener) Close() error {
 		c.Close()
 	}
 	return err
+}
+
+// wait returns when pion's accept loop and every conn's reader have seen
+// their final error, or ctx ends.
+func (l *tcpListener) wait(ctx context.Context) error {
+	for {
+		l.mu.Lock()
+		n, ch := l.readers, l.readersChanged
+		l.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	select {
+	case <-l.acceptDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (l *tcpListener) slot(src net.Addr) *verdictSlot {
@@ -200,6 +251,7 @@ type tcpConn struct {
 	src, local netip.AddrPort
 
 	// owned by the reader (pion's per-conn goroutine)
+	readDone  bool
 	br        *bufio.Reader
 	remaining int // bytes of the current frame not yet returned
 	in        inspector
@@ -207,7 +259,18 @@ type tcpConn struct {
 	closeOnce sync.Once
 }
 
+// Read hands out the stream one frame at a time (see tcpConn); its first
+// error ends pion's goroutine for this conn, which Close waits for.
 func (c *tcpConn) Read(p []byte) (int, error) {
+	n, err := c.read(p)
+	if err != nil && !c.readDone {
+		c.readDone = true
+		c.owner.readerDone()
+	}
+	return n, err
+}
+
+func (c *tcpConn) read(p []byte) (int, error) {
 	for c.remaining == 0 {
 		hdr, err := c.br.Peek(4)
 		if err != nil {

@@ -418,6 +418,9 @@ func (s *Server) Close() error {
 			case <-ctx.Done():
 			}
 		}
+		if err := s.tcp.wait(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("turnserver: close: TCP readers still running after %s: %w", shutdownWait, err))
+		}
 		if err := s.allocs.waitEmpty(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("turnserver: close: %d allocations still open after %s: %w", s.allocs.count(), shutdownWait, err))
 		}

@@ -392,6 +392,12 @@ func TestCloseIdempotent(t *testing.T) {
 	if s.AllocationCount() != 0 || s.tcp.openConns() != 0 || len(s.relays.all()) != 0 {
 		t.Errorf("after Close: %d allocations, %d TCP conns, %d relays", s.AllocationCount(), s.tcp.openConns(), len(s.relays.all()))
 	}
+	s.tcp.mu.Lock()
+	readers := s.tcp.readers
+	s.tcp.mu.Unlock()
+	if readers != 0 {
+		t.Errorf("after Close: %d TCP readers still running", readers)
+	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
