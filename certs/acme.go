@@ -42,9 +42,10 @@ const (
 // acmeState is the ACME half of a Manager. certmagic keeps the certificates
 // (storage, in-memory cache, renewal); the issuer below talks to the CA
 // through acmez with an HTTP-01 solver of our own. certmagic's ACMEIssuer is
-// not used because its HTTP-01 solver binds the challenge port itself when
-// it is free and keeps challenges in a process-wide map; ours lives in the
-// Manager and is served only by HTTPHandler, on the app's own listener.
+// not used because its solvers bind the challenge ports themselves when
+// they are free and keep challenges in a process-wide map; ours live in the
+// Manager and are served only by HTTPHandler and TLSConfig, on the app's
+// own listeners.
 type acmeState struct {
 	// static after construction
 	domains []string
@@ -53,6 +54,7 @@ type acmeState struct {
 	storage *guardedStorage
 	issuer  *acmeIssuer
 	solver  *httpSolver
+	alpn    *alpnSolver
 	// certmagic tuning, zero for its defaults (checks every 10 min, renew in
 	// the last third of the lifetime); tests shorten them.
 	renewCheck         time.Duration
@@ -70,6 +72,7 @@ func newACMEState(cfg config.TLS, log *slog.Logger) (*acmeState, error) {
 	}
 	zlog := zapToSlog(log.Handler())
 	solver := &httpSolver{chals: make(map[solverKey]string)}
+	alpn := &alpnSolver{certs: make(map[string]*tls.Certificate)}
 	// Made here so that a folder callbox cannot create fails start-up,
 	// not the first order minutes later.
 	if err := os.MkdirAll(cfg.ACMEStorage, 0o700); err != nil {
@@ -88,7 +91,13 @@ func newACMEState(cfg config.TLS, log *slog.Logger) (*acmeState, error) {
 				UserAgent:  "callbox",
 				Logger:     log.With("ca", cfg.ACMECA),
 			},
-			ChallengeSolvers: map[string]acmez.Solver{acme.ChallengeTypeHTTP01: solver},
+			// Both challenges: HTTP-01 on port 80, TLS-ALPN-01 on 443 for
+			// hosts whose port 80 is closed. acmez tries the other one
+			// when one fails.
+			ChallengeSolvers: map[string]acmez.Solver{
+				acme.ChallengeTypeHTTP01:    solver,
+				acme.ChallengeTypeTLSALPN01: alpn,
+			},
 		},
 		key:     issuerKey(cfg.ACMECA),
 		email:   cfg.ACMEEmail,
@@ -102,6 +111,7 @@ func newACMEState(cfg config.TLS, log *slog.Logger) (*acmeState, error) {
 		storage:  storage,
 		issuer:   iss,
 		solver:   solver,
+		alpn:     alpn,
 		retryMin: obtainRetryMin,
 		retryMax: obtainRetryMax,
 	}, nil
@@ -152,7 +162,7 @@ func (a *acmeState) run(ctx context.Context) {
 			return
 		}
 		// A stored certificate, if any, is served meanwhile.
-		a.log.Error("cannot obtain or renew certificate; do the names resolve to this host, with port 80 open?",
+		a.log.Error("cannot obtain or renew certificate; do the names resolve to this host, with port 80 or 443 open?",
 			"domains", a.domains, "retry_in", wait, "err", err)
 		select {
 		case <-ctx.Done():
@@ -188,6 +198,9 @@ func (a *acmeState) newMagic() (*certmagic.Cache, *certmagic.Config) {
 }
 
 func (a *acmeState) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmez.ACMETLS1Protocol {
+		return a.alpn.certificate(hello.ServerName)
+	}
 	magic := a.magic.Load()
 	if magic == nil {
 		return nil, errNoCertificate
@@ -366,6 +379,42 @@ func (s *httpSolver) CleanUp(_ context.Context, chal acme.Challenge) error {
 	defer s.mu.Unlock()
 	delete(s.chals, solverKey{strings.ToLower(chal.Identifier.Value), chal.Token})
 	return nil
+}
+
+// alpnSolver answers TLS-ALPN-01 challenges (RFC 8737) in the handshake:
+// a client offering only the acme-tls/1 protocol gets a certificate that
+// carries the key authorization for the name it asked for.
+type alpnSolver struct {
+	mu    sync.Mutex
+	certs map[string]*tls.Certificate // guarded by mu: challenge certificate by name
+}
+
+func (s *alpnSolver) Present(_ context.Context, chal acme.Challenge) error {
+	cert, err := acmez.TLSALPN01ChallengeCert(chal)
+	if err != nil {
+		return fmt.Errorf("certs: tls-alpn-01 certificate for %s: %w", chal.Identifier.Value, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.certs[strings.ToLower(chal.Identifier.Value)] = cert
+	return nil
+}
+
+func (s *alpnSolver) CleanUp(_ context.Context, chal acme.Challenge) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.certs, strings.ToLower(chal.Identifier.Value))
+	return nil
+}
+
+func (s *alpnSolver) certificate(name string) (*tls.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cert, ok := s.certs[strings.ToLower(name)]
+	if !ok {
+		return nil, fmt.Errorf("certs: no tls-alpn-01 challenge in progress for %q", name)
+	}
+	return cert, nil
 }
 
 // serve writes the key authorization when r asks for a challenge in flight

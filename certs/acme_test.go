@@ -46,9 +46,10 @@ func (p *pebble) issuingRoots() *x509.CertPool {
 }
 
 // startPebble runs pebble's CA, VA and web front end. Its VA validates
-// HTTP-01 on httpPort of whatever resolver says (the test's DNS server, which
-// says 127.0.0.1), and certificates live validity seconds.
-func startPebble(t *testing.T, httpPort int, resolver string, validity uint64) *pebble {
+// HTTP-01 on httpPort and TLS-ALPN-01 on tlsPort of whatever resolver says
+// (the test's DNS server, which says 127.0.0.1), and certificates live
+// validity seconds.
+func startPebble(t *testing.T, httpPort, tlsPort int, resolver string, validity uint64) *pebble {
 	t.Helper()
 	// Read by pebble's constructors: no random 0-5 s sleep before each
 	// validation, no 5% of nonces refused, no reuse of a valid
@@ -64,7 +65,7 @@ func startPebble(t *testing.T, httpPort int, resolver string, validity uint64) *
 	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{
 		"default": {Description: "short-lived, for renewal tests", ValidityPeriod: validity},
 	})
-	validator := va.New(logger, httpPort, 0, false, resolver, store)
+	validator := va.New(logger, httpPort, tlsPort, false, resolver, store)
 	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 1, 1)
 	srv := httptest.NewUnstartedServer(front.Handler())
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
@@ -151,24 +152,11 @@ func runManager(t *testing.T, m *Manager) {
 	})
 }
 
-// TestACME obtains a certificate from pebble over HTTP-01 answered by
-// HTTPHandler, serves it with TLSConfig to a client that trusts only
-// pebble's root, and lets certmagic renew it by itself. Then, with the CA
-// gone, a second Manager on the same storage still serves the stored
-// certificate.
-func TestACME(t *testing.T) {
-	// Not parallel: t.Setenv configures pebble.
-	const domain = "call.callbox.test"
-	logger := testLogger(t)
-	port80, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpPort := port80.Addr().(*net.TCPAddr).Port
-	// 20 s certificates: with certmagic's renewal window at 3/4 of the
-	// lifetime it renews 5 s after issuance, checked every 250 ms.
-	peb := startPebble(t, httpPort, startDNS(t), 20)
-	storage := t.TempDir()
+// acmeSetup makes a Manager for domain against peb, serves its HTTPHandler
+// on port80 and its TLSConfig on port443 (either may be nil: not served),
+// and returns it with the HTTPS address.
+func acmeSetup(t *testing.T, peb *pebble, domain string, port80, port443 net.Listener, storage string) (*Manager, config.TLS, string) {
+	t.Helper()
 	cfg := config.TLS{
 		ACMEDomains: []string{domain},
 		ACMEEmail:   "ops@callbox.test",
@@ -176,14 +164,36 @@ func TestACME(t *testing.T) {
 		ACMECARoot:  peb.rootFile,
 		ACMEStorage: storage,
 	}
-	m, err := New(cfg, logger)
+	m, err := New(cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.acme.renewCheck, m.acme.renewRatio = 250*time.Millisecond, 0.75
 	m.acme.retryMin, m.acme.retryMax = 100*time.Millisecond, time.Second
-	serveHTTP(t, port80, m.HTTPHandler(nil))
-	addr := serveTLS(t, m)
+	if port80 != nil {
+		serveHTTP(t, port80, m.HTTPHandler(nil))
+	}
+	addr := ""
+	if port443 != nil {
+		addr = serveTLSOn(t, port443, m)
+	}
+	return m, cfg, addr
+}
+
+// TestACME obtains a certificate from pebble over HTTP-01 (answered by
+// HTTPHandler) or TLS-ALPN-01 (answered in TLSConfig's handshake), serves it
+// with TLSConfig to a client that trusts only pebble's root, and lets
+// certmagic renew it by itself. Then, with the CA gone, a second Manager on
+// the same storage still serves the stored certificate.
+func TestACME(t *testing.T) {
+	// Not parallel: t.Setenv configures pebble.
+	const domain = "call.callbox.test"
+	port80, port443 := listen(t), listen(t)
+	// 20 s certificates: certmagic renews them when pebble's renewal window
+	// (ARI) opens, or at 3/4 of their life, checked every 250 ms.
+	peb := startPebble(t, port(port80), port(port443), startDNS(t), 20)
+	m, cfg, addr := acmeSetup(t, peb, domain, port80, port443, t.TempDir())
+	m.acme.renewCheck, m.acme.renewRatio = 250*time.Millisecond, 0.75
+	storage := cfg.ACMEStorage
 
 	// Before Run: no certificate, the handshake fails.
 	if _, err := servedCert(t, addr, domain); err == nil {
@@ -230,17 +240,54 @@ func TestACME(t *testing.T) {
 
 	// A restart while the CA is unreachable serves what is in storage.
 	peb.srv.Close()
-	m2, err := New(cfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr2 := serveTLS(t, m2)
+	m2, _, addr2 := acmeSetup(t, peb, domain, nil, listen(t), storage)
 	runManager(t, m2)
 	waitFor(t, 30*time.Second, "the restarted manager to serve the stored certificate", func() bool {
 		got, _ := servedCert(t, addr2, domain)
 		return got != nil
 	})
 	verifyHTTPS(t, addr2, domain, roots)
+}
+
+// TestACMEChallenge obtains a certificate with only one of the two
+// challenges possible: port 80 closed leaves TLS-ALPN-01 on 443, and the
+// other way round.
+func TestACMEChallenge(t *testing.T) {
+	tests := []struct {
+		name              string
+		serve80, serve443 bool
+	}{
+		{"http-01 only", true, false},
+		{"tls-alpn-01 only", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const domain = "challenge.callbox.test"
+			port80, port443 := listen(t), listen(t)
+			peb := startPebble(t, port(port80), port(port443), startDNS(t), 3600)
+			var ln80, ln443 net.Listener
+			if tt.serve80 {
+				ln80 = port80
+			} else {
+				port80.Close() // connection refused
+			}
+			if tt.serve443 {
+				ln443 = port443
+			} else {
+				port443.Close()
+			}
+			m, _, _ := acmeSetup(t, peb, domain, ln80, ln443, t.TempDir())
+			// The certificate is checked on a listener of its own, so that
+			// the 443 pebble validates against can stay closed.
+			addr := serveTLS(t, m)
+			runManager(t, m)
+			waitFor(t, 30*time.Second, "the certificate to be served", func() bool {
+				got, _ := servedCert(t, addr, domain)
+				return got != nil
+			})
+			verifyHTTPS(t, addr, domain, peb.issuingRoots())
+		})
+	}
 }
 
 // verifyHTTPS does a GET as a browser would: chain to roots, name checked.
@@ -267,16 +314,10 @@ func verifyHTTPS(t *testing.T, addr, domain string, roots *x509.CertPool) {
 }
 
 // TestACMERetry: while the CA cannot validate (nothing answers on the
-// port-80 address pebble is told), Run keeps retrying and logs why, and
+// ports pebble is told), Run keeps retrying and logs why, and
 // returns promptly when its context ends.
 func TestACMERetry(t *testing.T) {
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := closed.Addr().(*net.TCPAddr).Port
-	closed.Close() // nothing listens there now
-	peb := startPebble(t, port, startDNS(t), 60)
+	peb := startPebble(t, closedPort(t), closedPort(t), startDNS(t), 60)
 	var logs syncBuffer
 	m, err := New(config.TLS{
 		ACMEDomains: []string{"fails.callbox.test"},

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mholt/acmez/v3"
+
 	"github.com/callbox/callbox/config"
 )
 
@@ -95,14 +97,21 @@ func New(cfg config.TLS, logger *slog.Logger) (*Manager, error) {
 func (m *Manager) Enabled() bool { return m.mode != modeOff }
 
 // TLSConfig returns a new config on each call, so a caller may change it
-// (TURN over TLS, for one, offers no HTTP ALPN). The certificate is looked
+// (TURN over TLS, for one, offers no HTTP ALPN). In ACME mode its ALPN list
+// ends with acme-tls/1, for TLS-ALPN-01 challenges on port 443. The certificate is looked
 // up at each handshake, so reloads and renewals need no restart. Clients
 // that send no SNI (Firefox on turns:) get the first ACME domain's
 // certificate, or the file pair.
 func (m *Manager) TLSConfig() *tls.Config {
+	protos := []string{"h2", "http/1.1"}
+	if m.mode == modeACME {
+		// Listed last: the server picks by its own order, and only the
+		// CA's validator offers it, alone.
+		protos = append(protos, acmez.ACMETLS1Protocol)
+	}
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
-		NextProtos:     []string{"h2", "http/1.1"},
+		NextProtos:     protos,
 		GetCertificate: m.getCertificate,
 	}
 }

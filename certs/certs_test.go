@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +18,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mholt/acmez/v3"
+	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/callbox/callbox/config"
 )
@@ -404,4 +408,79 @@ func FuzzCheckChain(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = checkChain(data)
 	})
+}
+
+// TestTLSALPNChallenge: a client offering only acme-tls/1 gets the
+// challenge certificate for the name in progress, and nothing for others.
+func TestTLSALPNChallenge(t *testing.T) {
+	t.Parallel()
+	m, err := New(config.TLS{ACMEDomains: []string{"call.example.com"}, ACMECA: config.LetsEncrypt, ACMEStorage: t.TempDir()}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if protos := m.TLSConfig().NextProtos; protos[len(protos)-1] != acmez.ACMETLS1Protocol {
+		t.Fatalf("NextProtos %v do not end with acme-tls/1", protos)
+	}
+	chal := acme.Challenge{
+		Type:             acme.ChallengeTypeTLSALPN01,
+		Token:            "tok",
+		KeyAuthorization: "tok.thumbprint",
+		Identifier:       acme.Identifier{Type: "dns", Value: "call.example.com"},
+	}
+	if err := m.acme.alpn.Present(context.Background(), chal); err != nil {
+		t.Fatal(err)
+	}
+	addr := serveTLS(t, m)
+	handshake := func(name string, protos []string) (tls.ConnectionState, error) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+			&tls.Config{ServerName: name, NextProtos: protos, InsecureSkipVerify: true})
+		if err != nil {
+			return tls.ConnectionState{}, err
+		}
+		defer conn.Close()
+		return conn.ConnectionState(), nil
+	}
+	tests := []struct {
+		name, serverName string
+		protos           []string
+		wantChallenge    bool
+	}{
+		{"challenge", "call.example.com", []string{acmez.ACMETLS1Protocol}, true},
+		{"challenge, name in capitals", "CALL.example.com", []string{acmez.ACMETLS1Protocol}, true},
+		{"other name", "other.example.com", []string{acmez.ACMETLS1Protocol}, false},
+		// A browser: no certificate yet (Run has not obtained one), and
+		// never the challenge certificate.
+		{"browser", "call.example.com", []string{"h2", "http/1.1"}, false},
+	}
+	acmeIdentifier := asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 31} // RFC 8737
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs, err := handshake(tt.serverName, tt.protos)
+			if !tt.wantChallenge {
+				if err == nil {
+					t.Fatalf("handshake succeeded with %v", cs.PeerCertificates[0].DNSNames)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cs.NegotiatedProtocol != acmez.ACMETLS1Protocol {
+				t.Errorf("negotiated %q", cs.NegotiatedProtocol)
+			}
+			found := false
+			for _, ext := range cs.PeerCertificates[0].Extensions {
+				found = found || ext.Id.Equal(acmeIdentifier)
+			}
+			if !found {
+				t.Error("certificate lacks the acmeIdentifier extension")
+			}
+		})
+	}
+	if err := m.acme.alpn.CleanUp(context.Background(), chal); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := handshake("call.example.com", []string{acmez.ACMETLS1Protocol}); err == nil {
+		t.Error("challenge certificate still served after CleanUp")
+	}
 }

@@ -119,10 +119,31 @@ func writePair(t testing.TB, dir, name string) (certFile, keyFile string, leaf *
 // port and returns the address. It stops when the test ends.
 func serveTLS(t *testing.T, m *Manager) string {
 	t.Helper()
+	return serveTLSOn(t, listen(t), m)
+}
+
+// listen opens a loopback TCP listener.
+func listen(t *testing.T) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ln
+}
+
+// closedPort is a loopback port nothing listens on (it was just freed).
+func closedPort(t *testing.T) int {
+	ln := listen(t)
+	ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func port(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
+
+// serveTLSOn is serveTLS on a given listener.
+func serveTLSOn(t *testing.T, ln net.Listener, m *Manager) string {
+	t.Helper()
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte("callbox"))

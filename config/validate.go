@@ -197,14 +197,14 @@ func (t *TLS) validate() error {
 	return nil
 }
 
-// validDomain accepts the names an HTTP-01 challenge can prove: DNS names,
-// no wildcards (those need DNS-01), no IP addresses, no ports.
+// validDomain accepts the names HTTP-01 and TLS-ALPN-01 can prove: DNS
+// names, no wildcards (those need DNS-01), no IP addresses, no ports.
 func validDomain(d string) error {
 	if _, err := netip.ParseAddr(d); err == nil {
 		return fmt.Errorf("is an IP address; must be a domain name")
 	}
 	if strings.HasPrefix(d, "*.") {
-		return fmt.Errorf("is a wildcard; HTTP-01 cannot prove wildcards, list each name")
+		return fmt.Errorf("is a wildcard; only DNS-01, which callbox does not do, can prove one: list each name")
 	}
 	if len(d) == 0 || len(d) > 253 || !strings.Contains(d, ".") {
 		return fmt.Errorf("is not a domain name (as \"call.example.com\")")
