@@ -168,6 +168,14 @@ class Peer {
   }
 }
 
+/** What the video sender of pc sends: "screen", "camera" or "none", and its width. */
+function sending(pc) {
+  const track = pc.getSenders().map((s) => s.track).find((t) => t && t.kind === "video");
+  if (!track) return { sendingVideo: "none", sendingWidth: 0 };
+  const st = track.getSettings();
+  return { sendingVideo: st.displaySurface ? "screen" : "camera", sendingWidth: st.width || 0 };
+}
+
 /**
  * Call is the mesh. Events (CustomEvent, detail):
  *   peerjoined {peer}, peerleft {peer, reason}, peerstream {peer}, peerstate {peer},
@@ -346,6 +354,7 @@ export class Call extends EventTarget {
   async snapshot() {
     await Promise.all([...this.peers.values()].map((p) => p.sample().catch(() => {})));
     return [...this.peers.values()].map((p) => ({
+      ...sending(p.pc),
       id: p.id,
       name: p.name,
       connectionState: p.pc.connectionState,

@@ -81,7 +81,11 @@ export async function openScreen() {
   }
   try {
     const s = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
-    return s.getVideoTracks()[0] || null;
+    const track = s.getVideoTracks()[0] || null;
+    // Text must stay readable: under load the encoder then drops frames
+    // rather than resolution.
+    if (track && "contentHint" in track) track.contentHint = "detail";
+    return track;
   } catch (err) {
     if (err.name === "NotAllowedError" || err.name === "AbortError") return null; // the person cancelled
     throw err;

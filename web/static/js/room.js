@@ -9,7 +9,9 @@
 //            localCandidateType, remoteCandidateType, protocol, relayProtocol,
 //            localCandidateUrl, rtt, framesDecoded, frameWidth, frameHeight,
 //            bytesReceived, packetsLost, reconnecting, restarts,
-//            media: {mic, cam, screen}}>>     one entry per remote peer, fresh getStats
+//            media: {mic, cam, screen},       what that peer says it sends
+//            sendingVideo, sendingWidth}>>    what we send it: "camera" | "screen" | "none"
+//            one entry per remote peer, from a fresh getStats
 //   state(): {phase, id, signaling, peers, screen, welcomes, relayOnly}
 //   phase is "lobby" | "joining" | "call" | "ended"
 
