@@ -26,19 +26,21 @@ type loadConfig struct {
 
 // result is one row of the table.
 type result struct {
-	Server           string
-	N                int
-	Joined           int
-	JoinRate         float64 // clients joined per second
-	RSSBefore        int64   // bytes, before the first client
-	RSSIdle          int64   // bytes, with n idle clients
-	Sent, Received   int64
-	MsgRate          float64 // messages delivered per second of the message phase
-	P50, P99, Max    time.Duration
-	ServerCPU        float64 // server CPU seconds per second during the message phase
-	LoadAvg          float64 // the machine's 1-minute load average at the end of the run
-	Errors           int64
-	ErrorsByCategory map[string]int64
+	Server         string
+	N              int
+	Joined         int
+	JoinRate       float64 // clients joined per second
+	RSSBefore      int64   // bytes, before the first client
+	RSSIdle        int64   // bytes, with n idle clients
+	Sent, Received int64
+	MsgRate        float64 // messages delivered per second of the message phase
+	P50, P99, Max  time.Duration
+	// Server CPU time per join and per relayed message: unlike the rates
+	// and latencies, these hold on a machine busy with other work.
+	CPUPerJoin, CPUPerMsg time.Duration
+	LoadAvg               float64 // the machine's 1-minute load average at the end of the run
+	Errors                int64
+	ErrorsByCategory      map[string]int64
 }
 
 // KiBPerConn is the server's RSS growth per idle connection.
@@ -145,6 +147,9 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	joinSecs := time.Since(joinStart).Seconds()
 	srvCPU1, _ := readCPU(srv.pid())
 	selfCPU1, _ := readCPU(self)
+	if len(clients) > 0 {
+		res.CPUPerJoin = (srvCPU1 - srvCPU0) / time.Duration(len(clients))
+	}
 	log.Info("joined", "server", proto.Name(), "clients", len(clients), "of", cfg.N, "per_second", int(joinRate),
 		"server_cpu", fmt.Sprintf("%.0f%%", 100*(srvCPU1-srvCPU0).Seconds()/joinSecs),
 		"bench_cpu", fmt.Sprintf("%.0f%%", 100*(selfCPU1-selfCPU0).Seconds()/joinSecs),
@@ -194,7 +199,9 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	}
 	res.Received = r.received.Load()
 	res.MsgRate = float64(res.Received) / sendEnd.Sub(phase).Seconds()
-	res.ServerCPU = (cpu1 - cpu0).Seconds() / time.Since(phase).Seconds()
+	if res.Received > 0 {
+		res.CPUPerMsg = (cpu1 - cpu0) / time.Duration(res.Received)
+	}
 	lat := r.rec.sorted()
 	res.P50, res.P99 = percentile(lat, 50), percentile(lat, 99)
 	if len(lat) > 0 {

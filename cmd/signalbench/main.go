@@ -217,20 +217,24 @@ func maxOf(xs []int) int {
 func table(rs []result, o options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rooms of %d; message phase: %g msg/s for %s\n\n", o.room, o.rate, o.duration)
-	b.WriteString("| server | N | join rate/s | KiB per idle conn | msg rate/s | p50 | p99 | max | server CPU | errors | load |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| server | N | join rate/s | KiB per idle conn | msg rate/s | p50 | p99 | max | CPU/join | CPU/msg | errors | load |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %d | %.0f | %.1f | %.0f | %s | %s | %s | %.0f%% | %s | %.1f |\n",
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %.1f | %.0f | %s | %s | %s | %s | %s | %s | %.1f |\n",
 			r.Server, r.N, r.JoinRate, r.KiBPerConn(), r.MsgRate,
-			fmtLatency(r.P50), fmtLatency(r.P99), fmtLatency(r.Max), r.ServerCPU*100, fmtErrors(r), r.LoadAvg)
+			fmtLatency(r.P50), fmtLatency(r.P99), fmtLatency(r.Max),
+			fmtLatency(r.CPUPerJoin), fmtLatency(r.CPUPerMsg), fmtErrors(r), r.LoadAvg)
 	}
-	b.WriteString("\nserver CPU: the server's CPU time per second of the message phase (100% is one core). " +
-		"load: the machine's 1-minute load average at the end of the run (2 cores; above 2, other work skews the figures).\n")
+	b.WriteString("\nCPU/join, CPU/msg: the server's CPU time (user+system) per join and per relayed message, " +
+		"heartbeats included. load: the machine's 1-minute load average at the end of the run " +
+		"(2 cores; above 2, other work skews the rates and latencies, much less the CPU and memory figures).\n")
 	return b.String()
 }
 
 func fmtLatency(d time.Duration) string {
 	switch {
+	case d < 10*time.Microsecond:
+		return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond))
 	case d < time.Millisecond:
 		return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
 	case d < 10*time.Millisecond:

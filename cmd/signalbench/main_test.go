@@ -110,13 +110,13 @@ func TestReadyWriter(t *testing.T) {
 func TestTable(t *testing.T) {
 	rs := []result{
 		{Server: "callbox", N: 1000, Joined: 1000, JoinRate: 9000, RSSBefore: 10 << 20, RSSIdle: 10<<20 + 4*1024*1000,
-			Sent: 100, Received: 100, MsgRate: 5000, P50: 150 * time.Microsecond, P99: 1500 * time.Microsecond, Max: 12 * time.Millisecond, ServerCPU: 0.25, LoadAvg: 0.42},
+			Sent: 100, Received: 100, MsgRate: 5000, P50: 150 * time.Microsecond, P99: 1500 * time.Microsecond, Max: 12 * time.Millisecond, CPUPerJoin: 85 * time.Microsecond, CPUPerMsg: 6200 * time.Nanosecond, LoadAvg: 0.42},
 		{Server: "peerjs", N: 1000, Joined: 998, Sent: 100, Received: 97, Errors: 2,
 			ErrorsByCategory: map[string]int64{"lost": 1, "not joined": 1}},
 	}
 	got := table(rs, options{room: 2, rate: 5000, duration: 10 * time.Second})
 	for _, want := range []string{
-		"| callbox | 1000 | 9000 | 4.0 | 5000 | 150 µs | 1.50 ms | 12.0 ms | 25% | 0 | 0.4 |",
+		"| callbox | 1000 | 9000 | 4.0 | 5000 | 150 µs | 1.50 ms | 12.0 ms | 85 µs | 6.2 µs | 0 | 0.4 |",
 		"| peerjs | 1000 |",
 		"| lost 3, not joined 2 |",
 		"rooms of 2; message phase: 5000 msg/s for 10s",
