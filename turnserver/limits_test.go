@@ -212,3 +212,35 @@ func TestNoPermissionDropped(t *testing.T) {
 		return ts.metric(t, "callbox_turn_relay_dropped_packets_total", "direction", dirPeerToClient, "reason", dropNoPermission) == 3
 	})
 }
+
+func TestTCPAllocateTimeout(t *testing.T) {
+	ts := startServer(t, testConfig())
+	ts.tcp.mu.Lock()
+	ts.tcp.allocateTimeout = 300 * time.Millisecond
+	ts.tcp.mu.Unlock()
+	u, p := validCreds("alice")
+
+	idle := newRawClient(t, ts.Server, u, p, true)
+	allocated := newRawClient(t, ts.Server, u, p, true)
+	if _, code := allocated.allocate(); code != 0 {
+		t.Fatalf("Allocate: %d", code)
+	}
+	// The idle conn is closed by the server; read sees EOF, not a timeout.
+	idle.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := idle.conn.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("conn without an allocation still open after the timeout: %v", err)
+	}
+	// The allocated one outlives the timeout and still answers.
+	time.Sleep(500 * time.Millisecond)
+	if _, code := allocated.request(stun.MethodRefresh, lifetime(time.Minute)); code != 0 {
+		t.Fatalf("Refresh on the allocated conn: %d", code)
+	}
+	// Deleting the allocation re-arms the timeout.
+	if _, code := allocated.request(stun.MethodRefresh, lifetime(0)); code != 0 {
+		t.Fatalf("delete: %d", code)
+	}
+	allocated.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := allocated.conn.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("conn open after its allocation was deleted and the timeout passed: %v", err)
+	}
+}

@@ -108,16 +108,43 @@ type tcpListener struct {
 
 	acceptDone chan struct{} // closed when pion's accept loop gets its final error
 	acceptOnce sync.Once
+
+	// allocateTimeout is how long a conn may stay open without an
+	// allocation. Guarded by mu only so tests can shorten it.
+	allocateTimeout time.Duration
 }
+
+// tcpAllocateTimeout bounds a TCP connection without an allocation, as
+// coturn's max-allocate-timeout does: TURN over TCP exists to allocate,
+// and pion keeps idle connections forever, a cheap way to use up file
+// descriptors.
+const tcpAllocateTimeout = 60 * time.Second
 
 func newTCPListener(l net.Listener, auth *authenticator) *tcpListener {
 	return &tcpListener{
-		Listener:       l,
-		auth:           auth,
-		conns:          make(map[netip.AddrPort]*tcpConn),
-		readersChanged: make(chan struct{}),
-		acceptDone:     make(chan struct{}),
+		Listener:        l,
+		auth:            auth,
+		conns:           make(map[netip.AddrPort]*tcpConn),
+		readersChanged:  make(chan struct{}),
+		acceptDone:      make(chan struct{}),
+		allocateTimeout: tcpAllocateTimeout,
 	}
+}
+
+// allocation arms or clears the deadline of the conn from src: pion's
+// events say when it gains or loses its allocation.
+func (l *tcpListener) allocation(src net.Addr, open bool) {
+	l.mu.Lock()
+	c, timeout := l.conns[addrPortOf(src)], l.allocateTimeout
+	l.mu.Unlock()
+	if c == nil {
+		return
+	}
+	deadline := time.Time{}
+	if !open {
+		deadline = time.Now().Add(timeout)
+	}
+	c.Conn.SetReadDeadline(deadline) //nolint:errcheck // fails only on a closed conn
 }
 
 func (l *tcpListener) readerDone() {
@@ -162,7 +189,9 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		}
 		l.conns[tc.src] = tc
 		l.readers++
+		timeout := l.allocateTimeout
 		l.mu.Unlock()
+		c.SetReadDeadline(time.Now().Add(timeout)) //nolint:errcheck // fails only on a closed conn
 		return tc, nil
 	}
 }

@@ -298,9 +298,15 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 	events := turn.EventHandler{
 		OnAllocationCreated: func(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
 			s.allocs.created(src, dst, username, relay)
+			if _, tcp := src.(*net.TCPAddr); tcp {
+				s.tcp.allocation(src, true)
+			}
 		},
 		OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) {
 			s.allocs.deleted(src, dst)
+			if _, tcp := src.(*net.TCPAddr); tcp {
+				s.tcp.allocation(src, false)
+			}
 		},
 		OnPermissionCreated: func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
 			if rc := s.relays.get(uint16(addrPortOf(relay).Port())); rc != nil {
