@@ -1,15 +1,13 @@
 package signal
 
 import (
-	"errors"
-	"io"
-	"net"
+	"bufio"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/time/rate"
 )
 
 const (
@@ -24,8 +22,10 @@ const (
 	helloTimeout = 10 * time.Second
 	// readBufferSize is per connection and held while idle: it only has to
 	// hold frame headers, since large payloads are read straight into the
-	// message buffer (bufio skips its buffer for large reads).
-	readBufferSize = 512
+	// message buffer (bufio skips its buffer for large reads). Gorilla takes
+	// a hijacked reader only above 256 bytes; 320 still takes a typical ICE
+	// candidate message in one read.
+	readBufferSize = 320
 	// writeBufferSize is a pooled buffer, held only while a frame is written.
 	writeBufferSize = 4096
 )
@@ -76,12 +76,15 @@ type client struct {
 	// static after construction
 	h    *Hub
 	ws   *websocket.Conn
+	br   *bufio.Reader   // gorilla's read buffer, ours so the reader can see it is empty
+	raw  syscall.RawConn // nil: the reader cannot park (TLS)
 	ip   string
 	born int64 // Unix ns
 
 	// owned by the reader goroutine
-	limiter *rate.Limiter
-	strikes int // messages refused by the limiter since it last recovered
+	tokens   float64 // token bucket of [signal] messages_per_second and message_burst
+	tokensAt int64   // Unix ns of the last refill
+	strikes  int     // messages refused by the bucket since it last recovered
 
 	// peer is written by the reader under h.mu; others read it under h.mu.
 	peer *peer
@@ -101,14 +104,17 @@ type client struct {
 	reason  string // why the connection ends; the first one set wins
 }
 
-func newClient(h *Hub, ws *websocket.Conn, ip string) *client {
+func newClient(h *Hub, ws *websocket.Conn, br *bufio.Reader, ip string) *client {
 	now := time.Now().UnixNano()
 	c := &client{
-		h:       h,
-		ws:      ws,
-		ip:      ip,
-		born:    now,
-		limiter: rate.NewLimiter(rate.Limit(h.cfg.MessagesPerSecond), h.cfg.MessageBurst),
+		h:        h,
+		ws:       ws,
+		br:       br,
+		raw:      rawConn(ws.NetConn()),
+		ip:       ip,
+		born:     now,
+		tokens:   float64(h.cfg.MessageBurst),
+		tokensAt: now,
 	}
 	c.lastRead.Store(now)
 	ws.SetPongHandler(func(string) error {
@@ -267,124 +273,4 @@ func (c *client) write(f *frame) error {
 		}
 		return c.ws.WriteMessage(websocket.TextMessage, f.data)
 	}
-}
-
-// readLoop is the reader goroutine: it reads and handles every message of
-// this socket, then tells the hub the socket is gone.
-func (c *client) readLoop() {
-	defer c.h.wg.Done()
-	reason := c.read()
-	c.ws.NetConn().Close()
-	c.h.disconnect(c, c.endReason(reason))
-}
-
-func (c *client) read() string {
-	max := int64(c.h.cfg.MaxMessageBytes)
-	for {
-		mt, r, err := c.ws.NextReader()
-		if err != nil {
-			return readErrReason(err)
-		}
-		now := time.Now()
-		c.lastRead.Store(now.UnixNano())
-		data, err := io.ReadAll(io.LimitReader(r, max+1))
-		if err != nil {
-			return readErrReason(err)
-		}
-		if c.closing() {
-			continue // a close is under way: only the handshake matters now
-		}
-		if int64(len(data)) > max {
-			c.fail(protoErr(CodeTooLarge, true, "message over %d bytes", max))
-			continue
-		}
-		if !c.allow(now) {
-			continue
-		}
-		if mt != websocket.TextMessage {
-			c.fail(protoErr(CodeBadMessage, false, "binary frames are not part of the protocol"))
-			continue
-		}
-		c.handle(data)
-	}
-}
-
-// allow applies the token bucket: refused messages get one non-fatal
-// rate_limited; message_burst more refused ones close the socket.
-func (c *client) allow(now time.Time) bool {
-	if c.limiter.AllowN(now, 1) {
-		// Forgive once the bucket has half refilled, so a later burst is
-		// warned again before it is cut.
-		if c.strikes > 0 && c.limiter.TokensAt(now) >= float64(c.h.cfg.MessageBurst)/2 {
-			c.strikes = 0
-		}
-		return true
-	}
-	c.strikes++
-	c.h.metrics.rateLimited.Inc()
-	switch {
-	case c.strikes == 1:
-		c.fail(protoErr(CodeRateLimited, false, "over %g messages per second; messages are being dropped", c.h.cfg.MessagesPerSecond))
-	case c.strikes > c.h.cfg.MessageBurst:
-		c.fail(protoErr(CodeRateLimited, true, "still over %g messages per second", c.h.cfg.MessagesPerSecond))
-	}
-	return false
-}
-
-func readErrReason(err error) string {
-	var ce *websocket.CloseError
-	if errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure {
-		return reasonClosed // 1006 is gorilla's name for an EOF without close frame
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return reasonTimeout
-	}
-	return reasonDropped
-}
-
-// handle dispatches one decoded message.
-func (c *client) handle(data []byte) {
-	h := c.h
-	m, err := decode(data)
-	if c.peer == nil {
-		if err != nil {
-			c.fail(protoErr(CodeHelloRequired, true, "the first message must be a hello (%s)", err.(*ProtocolError).Reason))
-			return
-		}
-		if m.Type != "hello" {
-			c.fail(protoErr(CodeHelloRequired, true, "the first message must be a hello, not %s", m.Type))
-			return
-		}
-		h.metrics.message(m.Type)
-		if err := h.hello(c, m); err != nil {
-			c.fail(asProtocolError(err))
-		}
-		return
-	}
-	if err != nil {
-		c.fail(err.(*ProtocolError))
-		return
-	}
-	h.metrics.message(m.Type)
-	switch m.Type {
-	case "hello":
-		c.fail(protoErr(CodeAlreadyJoined, false, "already joined room %s", c.peer.room.name))
-	case "signal":
-		h.relay(c, m)
-	case "chat":
-		h.chat(c, m)
-	case "rename":
-		h.rename(c, m)
-	case "leave":
-		h.leave(c)
-	}
-}
-
-func asProtocolError(err error) *ProtocolError {
-	var pe *ProtocolError
-	if errors.As(err, &pe) {
-		return pe
-	}
-	return protoErr("internal", true, "internal error")
 }

@@ -6,11 +6,13 @@
 package signal
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -91,8 +93,10 @@ func NewHub(cfg config.Signal, opts Options) (*Hub, error) {
 		metrics: m,
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 10 * time.Second,
-			ReadBufferSize:   readBufferSize,
-			WriteBufferSize:  writeBufferSize,
+			// 0: gorilla reads through the hijacked bufio.Reader, which
+			// serveWS makes a small one of its own (see hijacker).
+			ReadBufferSize:  0,
+			WriteBufferSize: writeBufferSize,
 			// Write buffers are borrowed per frame, so idle sockets hold none.
 			WriteBufferPool: &sync.Pool{},
 			// serveWS checks the Origin itself, before the per-IP count.
@@ -154,7 +158,8 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	h.perIP[ip]++
 	h.mu.Unlock()
 
-	ws, err := h.upgrader.Upgrade(w, r, nil)
+	hj := &hijacker{ResponseWriter: w, br: bufio.NewReaderSize(nil, readBufferSize)}
+	ws, err := h.upgrader.Upgrade(hj, r, nil)
 	if err != nil { // Upgrade has answered the request
 		h.mu.Lock()
 		if h.perIP[ip]--; h.perIP[ip] <= 0 {
@@ -164,7 +169,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		h.metrics.rejected.WithLabelValues("upgrade").Inc()
 		return
 	}
-	c := newClient(h, ws, ip)
+	c := newClient(h, ws, hj.br, ip)
 	h.mu.Lock()
 	if h.closing {
 		if h.perIP[ip]--; h.perIP[ip] <= 0 {
@@ -185,8 +190,29 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The reader is a fresh goroutine and the handler returns: net/http then
 	// drops its connection state (two 4 KiB bufio buffers, the request, a
 	// deep stack) that a reader inside the handler would keep for the whole
-	// life of the socket.
-	go c.readLoop()
+	// life of the socket: 24 KiB per idle socket instead of 13 (measured).
+	c.startReader()
+}
+
+// hijacker hands gorilla a small bufio.Reader of ours instead of net/http's
+// 4 KiB one, and lets the reader see when it is empty.
+type hijacker struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if brw.Reader.Buffered() > 0 {
+		// Bytes before the handshake completed: gorilla refuses these,
+		// and must see them to.
+		return conn, brw, nil
+	}
+	h.br.Reset(conn)
+	return conn, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 
 // Shutdown tells every client to reconnect ("reconnect" message), closes

@@ -1,0 +1,226 @@
+package signal
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/callbox/callbox/config"
+)
+
+// The idle-memory harness: the hub runs in a child process (this test
+// binary, re-executed) so the clients' memory does not mix with the
+// server's; the benchmark opens N clients that join and stay idle, and
+// reads the child's RSS and Go memory statistics. cmd/signalbench is the
+// full side-by-side tool; this one is for tuning the hub itself.
+//
+//	go test -run '^$' -bench IdleMemory -benchtime 1x ./signal
+//	CALLBOX_MEM_N=5000 go test -run '^$' -bench IdleMemory -benchtime 1x ./signal
+//
+// CALLBOX_MEM_PROFILE=FILE saves the child's heap profile with the clients
+// connected. CALLBOX_MEM_READBUF and CALLBOX_MEM_WRITEBUF (bytes; "pool" or "none")
+// override the upgrader's buffers in the child, to measure what they cost.
+
+type memStats struct {
+	RSS        int64 `json:"rss"`
+	HeapInuse  int64 `json:"heapInuse"`
+	StackInuse int64 `json:"stackInuse"`
+	Goroutines int   `json:"goroutines"`
+}
+
+func readMem(freeOS bool) memStats {
+	if freeOS {
+		debug.FreeOSMemory()
+	} else {
+		runtime.GC()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return memStats{RSS: rss(), HeapInuse: int64(ms.HeapInuse), StackInuse: int64(ms.StackInuse), Goroutines: runtime.NumGoroutine()}
+}
+
+// rss is this process's resident set in bytes, from /proc.
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// TestHubProcess is the child: it serves a hub until its stdin closes.
+func TestHubProcess(t *testing.T) {
+	if os.Getenv("CALLBOX_HUB_CHILD") != "1" {
+		t.Skip("the child process of BenchmarkIdleMemory")
+	}
+	if os.Getenv("CALLBOX_MEM_PROFILE") != "" {
+		runtime.MemProfileRate = 1 // every allocation, so per-connection bytes add up exactly
+	}
+	cfg := config.Default().Signal
+	cfg.MaxConnectionsPerIP = 1 << 20
+	cfg.MaxRooms = 1 << 20
+	hub, err := NewHub(cfg, Options{ICE: testICE(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch v := os.Getenv("CALLBOX_MEM_READBUF"); v {
+	case "":
+	default:
+		hub.upgrader.ReadBufferSize, _ = strconv.Atoi(v)
+	}
+	switch v := os.Getenv("CALLBOX_MEM_WRITEBUF"); v {
+	case "", "pool":
+	case "none":
+		hub.upgrader.WriteBufferPool, hub.upgrader.WriteBufferSize = nil, 0
+	default:
+		hub.upgrader.WriteBufferPool = nil
+		hub.upgrader.WriteBufferSize, _ = strconv.Atoi(v)
+	}
+	mux := http.NewServeMux()
+	hub.Routes(mux)
+	mux.Handle("GET /debug/pprof/heap", pprof.Handler("heap"))
+	mux.HandleFunc("GET /debug/mem", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(readMem(r.URL.Query().Get("free") == "1"))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	fmt.Printf("ADDR %s\n", ln.Addr())
+	bufio.NewReader(os.Stdin).ReadString('\n') // the parent closes stdin to stop us
+	hub.Shutdown(context.Background())
+	srv.Close()
+}
+
+func BenchmarkIdleMemory(b *testing.B) {
+	n := 2000
+	if v, err := strconv.Atoi(os.Getenv("CALLBOX_MEM_N")); err == nil && v > 0 {
+		n = v
+	}
+	const roomSize = 4
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHubProcess$")
+	cmd.Env = append(os.Environ(), "CALLBOX_HUB_CHILD=1")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+	}()
+	var addr string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "ADDR "); ok {
+			addr = a
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() { // drain the child's output until it exits
+		}
+	}()
+	if addr == "" {
+		b.Fatal("the child did not print its address")
+	}
+	mem := func(free bool) memStats {
+		resp, err := http.Get("http://" + addr + "/debug/mem?free=" + map[bool]string{true: "1", false: "0"}[free])
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m memStats
+		json.NewDecoder(resp.Body).Decode(&m)
+		return m
+	}
+	base := mem(true)
+
+	conns := make([]*websocket.Conn, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	start := time.Now()
+	var failed error
+	var mu sync.Mutex
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil)
+			if err == nil {
+				hello, _ := json.Marshal(map[string]any{"type": "hello", "version": 1, "room": fmt.Sprintf("room%d", i/roomSize), "name": "idle"})
+				err = ws.WriteMessage(websocket.TextMessage, hello)
+			}
+			if err == nil {
+				ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+				_, _, err = ws.ReadMessage() // the welcome
+			}
+			if err != nil {
+				mu.Lock()
+				failed = err
+				mu.Unlock()
+				return
+			}
+			conns[i] = ws
+		}()
+	}
+	wg.Wait()
+	joined := time.Since(start)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+	time.Sleep(2 * time.Second) // joined events delivered, writers ended
+	gc := mem(false)
+	freed := mem(true)
+	if path := os.Getenv("CALLBOX_MEM_PROFILE"); path != "" {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, _ := os.Create(path)
+		io.Copy(f, resp.Body)
+		f.Close()
+		resp.Body.Close()
+	}
+	per := func(a, z int64) float64 { return float64(z-a) / float64(n) }
+	b.ReportMetric(per(base.RSS, gc.RSS), "rss-B/conn")
+	b.ReportMetric(per(base.RSS, freed.RSS), "rss-freed-B/conn")
+	b.ReportMetric(per(base.HeapInuse, freed.HeapInuse), "heap-B/conn")
+	b.ReportMetric(per(base.StackInuse, freed.StackInuse), "stack-B/conn")
+	b.ReportMetric(float64(freed.Goroutines-base.Goroutines)/float64(n), "goroutines/conn")
+	b.ReportMetric(float64(n)/joined.Seconds(), "joins/s")
+}
