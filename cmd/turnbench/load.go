@@ -152,6 +152,7 @@ type flow struct {
 	// written by the reader, read after it stops
 	recv atomic.Int64
 	rtts []time.Duration
+	in   []ipv4.Message // the reader's buffers, kept across trials
 }
 
 // setupFlows creates n allocations, each with a channel bound to one of the
@@ -278,6 +279,11 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 		f.rtts = f.rtts[:0]
 		f.sent = 0
 		_ = f.sess.conn.SetReadDeadline(time.Time{})
+		if f.in == nil {
+			// Few flows run fast and fill batches; many flows run slow
+			// and would only hold idle buffers.
+			f.in = newBatch(max(2, min(batchSize/4, 256/len(flows))), 2048)
+		}
 		readers.Go(func() { f.read(id) })
 	}
 	before, err := sampleProc(pid)
@@ -331,7 +337,7 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 
 // read counts the probes of this trial that come back and keeps their RTT.
 func (f *flow) read(trial uint32) {
-	msgs := newBatch(batchSize/4, 2048)
+	msgs := f.in
 	for {
 		n, err := f.pc.ReadBatch(msgs, 0)
 		if err != nil {
