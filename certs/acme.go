@@ -30,7 +30,7 @@ const (
 
 // acmeState is the ACME half of a Manager. certmagic keeps the certificates
 // (storage, in-memory cache, renewal); the issuer below talks to the CA
-// through acmez with an HTTP-01 solver of our own. certmagic's ACMEIssuer is
+// through acmez with HTTP-01 and TLS-ALPN-01 solvers of our own. certmagic's ACMEIssuer is
 // not used because its solvers bind the challenge ports themselves when
 // they are free and keep challenges in a process-wide map; ours live in the
 // Manager and are served only by HTTPHandler and TLSConfig, on the app's
@@ -78,7 +78,7 @@ func newACMEState(cfg config.TLS, log *slog.Logger) (*acmeState, error) {
 				Directory:  cfg.ACMECA,
 				HTTPClient: client,
 				UserAgent:  "callbox",
-				Logger:     log.With("ca", cfg.ACMECA),
+				Logger:     log, // acmez adds the CA to each line
 			},
 			// Both challenges: HTTP-01 on port 80, TLS-ALPN-01 on 443 for
 			// hosts whose port 80 is closed. acmez tries the other one

@@ -38,6 +38,29 @@ func (s *httpSolver) CleanUp(_ context.Context, chal acme.Challenge) error {
 	return nil
 }
 
+// serve writes the key authorization when r asks for a challenge in flight
+// for its Host; the name must match so that another name pointed at this
+// server cannot read it (DNS rebinding).
+func (s *httpSolver) serve(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	key := solverKey{strings.ToLower(host), strings.TrimPrefix(r.URL.Path, challengePath)}
+	s.mu.Lock()
+	keyAuth, ok := s.chals[key]
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte(keyAuth))
+	return true
+}
+
 // alpnSolver answers TLS-ALPN-01 challenges (RFC 8737) in the handshake:
 // a client offering only the acme-tls/1 protocol gets a certificate that
 // carries the key authorization for the name it asked for.
@@ -72,27 +95,4 @@ func (s *alpnSolver) certificate(name string) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("certs: no tls-alpn-01 challenge in progress for %q", name)
 	}
 	return cert, nil
-}
-
-// serve writes the key authorization when r asks for a challenge in flight
-// for its Host; the name must match so that another name pointed at this
-// server cannot read it (DNS rebinding).
-func (s *httpSolver) serve(w http.ResponseWriter, r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return false
-	}
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	key := solverKey{strings.ToLower(host), strings.TrimPrefix(r.URL.Path, challengePath)}
-	s.mu.Lock()
-	keyAuth, ok := s.chals[key]
-	s.mu.Unlock()
-	if !ok {
-		return false
-	}
-	w.Header().Set("Content-Type", "text/plain")
-	_, _ = w.Write([]byte(keyAuth))
-	return true
 }
