@@ -72,8 +72,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.lossPct, "loss", 0.1, "loss in percent at or above which a rate of the search (c) fails")
 	fs.BoolVar(&o.many, "many", false, "also run (e): 2,000 allocations × 5 pps × 200 B")
 	fs.StringVar(&o.scenarios, "scenarios", "a,b,c,d", "scenarios to run, comma-separated (e is added by -many)")
-	fs.IntVar(&o.bindSockets, "binding-sockets", 4, "client sockets of the Binding scenario (d)")
-	fs.IntVar(&o.bindWindow, "binding-window", 32, "requests in flight per socket in (d)")
+	fs.IntVar(&o.bindSockets, "binding-sockets", 8, "client sockets of the Binding scenario (d); several, so SO_REUSEPORT servers spread them")
+	fs.IntVar(&o.bindWindow, "binding-window", 16, "requests in flight per socket in (d)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the servers' temp folders (configs and logs)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
