@@ -38,6 +38,7 @@ type result struct {
 	// Server CPU time per join and per relayed message: unlike the rates
 	// and latencies, these hold on a machine busy with other work.
 	CPUPerJoin, CPUPerMsg time.Duration
+	Heartbeats            int64   // keepalives the clients sent (PeerJS)
 	LoadAvg               float64 // the machine's 1-minute load average at the end of the run
 	Errors                int64
 	ErrorsByCategory      map[string]int64
@@ -88,8 +89,12 @@ type loadRun struct {
 	// from there to the join answer (callbox: hello to welcome)
 	upgradeLat, answerLat *recorder
 
-	received atomic.Int64
-	closing  atomic.Bool // set before the bench closes its sockets
+	received   atomic.Int64
+	heartbeats atomic.Int64 // sent
+	closing    atomic.Bool  // set before the bench closes its sockets
+
+	lmu  sync.Mutex
+	live []*benchClient // guarded by lmu: joined clients, in join order, for the heartbeat
 
 	emu    sync.Mutex
 	errs   map[string]int64
@@ -141,8 +146,23 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	srvCPU0, _ := readCPU(srv.pid())
 	selfCPU0, _ := readCPU(self)
 	joinStart := time.Now()
+	// Heartbeats start with the first join: a slow join phase must not
+	// outlast the server's alive timeout for the early clients.
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	var hb sync.WaitGroup
+	if proto.Heartbeat() != nil {
+		hb.Add(1)
+		go func() {
+			defer hb.Done()
+			r.heartbeat(hbCtx)
+		}()
+	}
 	clients, joinRate := r.join(ctx)
-	defer r.closeAll(clients)
+	defer func() {
+		stopHeartbeat()
+		hb.Wait()
+		r.closeAll(clients)
+	}()
 	res.Joined, res.JoinRate = len(clients), joinRate
 	joinSecs := time.Since(joinStart).Seconds()
 	srvCPU1, _ := readCPU(srv.pid())
@@ -158,20 +178,6 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	if len(clients) == 0 {
 		return res, fmt.Errorf("signalbench: %s: no client joined", proto.Name())
 	}
-
-	hbCtx, stopHeartbeat := context.WithCancel(ctx)
-	var hb sync.WaitGroup
-	if proto.Heartbeat() != nil {
-		hb.Add(1)
-		go func() {
-			defer hb.Done()
-			r.heartbeat(hbCtx, clients)
-		}()
-	}
-	defer func() {
-		stopHeartbeat()
-		hb.Wait()
-	}()
 
 	select {
 	case <-time.After(cfg.Settle):
@@ -214,6 +220,7 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 		r.fail("not joined", fmt.Errorf("%d of %d clients did not join", missing, cfg.N))
 	}
 	res.LoadAvg = readLoadAvg()
+	res.Heartbeats = r.heartbeats.Load()
 	r.emu.Lock()
 	res.ErrorsByCategory = r.errs
 	for cat, n := range r.errs {
@@ -250,6 +257,9 @@ func (r *loadRun) join(ctx context.Context) ([]*benchClient, float64) {
 					continue
 				}
 				all[i] = c
+				r.lmu.Lock()
+				r.live = append(r.live, c)
+				r.lmu.Unlock()
 				storeMax(&lastNanos, int64(time.Since(start)))
 			}
 		}()
@@ -364,24 +374,39 @@ func (r *loadRun) read(c *benchClient) {
 	}
 }
 
-// heartbeat sends every client its keepalive once per HeartbeatEvery,
-// spread evenly over the period as real clients' timers would be.
-func (r *loadRun) heartbeat(ctx context.Context, clients []*benchClient) {
+// heartbeat sends every joined client its keepalive once per
+// HeartbeatEvery, spread evenly over the period as real clients' timers
+// would be. Clients join while it runs; each tick takes the list as it is.
+func (r *loadRun) heartbeat(ctx context.Context) {
 	const tick = 20 * time.Millisecond
-	perTick := max(1, len(clients)*int(tick)/int(r.proto.HeartbeatEvery()))
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	frame := r.proto.Heartbeat()
+	var clients []*benchClient
+	owed := 0.0 // heartbeats due but not sent: a fraction per tick for small N
+	last := time.Now()
 	for i := 0; ; {
+		var now time.Time
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now = <-t.C:
 		}
-		for range perTick {
+		// From the time elapsed, not the ticks: a busy machine drops ticks.
+		elapsed := now.Sub(last)
+		last = now
+		r.lmu.Lock()
+		clients = r.live // append-only: the prefix seen here stays valid
+		r.lmu.Unlock()
+		if len(clients) == 0 {
+			continue
+		}
+		owed += float64(len(clients)) * float64(elapsed) / float64(r.proto.HeartbeatEvery())
+		for ; owed >= 1; owed-- {
 			if err := clients[i%len(clients)].write(frame); err != nil && !r.closing.Load() {
 				r.fail("heartbeat", err)
 			}
+			r.heartbeats.Add(1)
 			i++
 		}
 	}

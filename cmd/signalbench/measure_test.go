@@ -80,6 +80,10 @@ func TestMeasure(t *testing.T) {
 			if res.Errors != 0 || res.P50 <= 0 || res.P99 < res.P50 || res.Max < res.P99 {
 				t.Errorf("errors %v, p50 %s, p99 %s, max %s", res.ErrorsByCategory, res.P50, res.P99, res.Max)
 			}
+			// 40 clients each 5 s over at least the 1 s message phase: 8 or more.
+			if hb := tt.proto.Heartbeat() != nil; hb && res.Heartbeats < 6 || !hb && res.Heartbeats != 0 {
+				t.Errorf("%d heartbeats sent", res.Heartbeats)
+			}
 			if res.RSSBefore <= 0 || res.RSSIdle <= 0 {
 				t.Errorf("RSS before %d, idle %d", res.RSSBefore, res.RSSIdle)
 			}
