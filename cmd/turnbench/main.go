@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	ossignal "os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -55,6 +56,7 @@ type options struct {
 	bindSockets    int
 	bindWindow     int
 	keep           bool
+	cpuProfile     string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -75,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.bindSockets, "binding-sockets", 8, "client sockets of the Binding scenario (d); several, so SO_REUSEPORT servers spread them")
 	fs.IntVar(&o.bindWindow, "binding-window", 16, "requests in flight per socket in (d)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the servers' temp folders (configs and logs)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the generator's own CPU profile to `file` (what the load costs)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -155,6 +158,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 		}
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	b := &bench{o: o, setup: setup, log: log, results: map[string]map[string][]row{}}
 	if err := b.runRounds(ctx, servers); err != nil {
