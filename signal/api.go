@@ -19,7 +19,7 @@ type turnResponse struct {
 // serveTURN is GET /api/turn: TURN credentials for apps that only want TURN.
 // Off (404) unless [signal] api_keys is set.
 func (h *Hub) serveTURN(w http.ResponseWriter, r *http.Request) {
-	if len(h.cfg.APIKeys) == 0 {
+	if len(h.conf().APIKeys) == 0 {
 		http.NotFound(w, r)
 		return
 	}
@@ -28,7 +28,7 @@ func (h *Hub) serveTURN(w http.ResponseWriter, r *http.Request) {
 	if auth := r.Header.Get("Authorization"); key == "" && len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
 		key = strings.TrimSpace(auth[7:])
 	}
-	if !keyAllowed(key, h.cfg.APIKeys) {
+	if !keyAllowed(key, h.conf().APIKeys) {
 		h.metrics.api.WithLabelValues("unauthorized").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="callbox"`)
 		http.Error(w, "a valid API key is required (key= or Authorization: Bearer)", http.StatusUnauthorized)

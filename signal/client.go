@@ -113,7 +113,7 @@ func newClient(h *Hub, ws *websocket.Conn, br *bufio.Reader, ip string) *client 
 		raw:      rawConn(ws.NetConn()),
 		ip:       ip,
 		born:     now,
-		tokens:   float64(h.cfg.MessageBurst),
+		tokens:   float64(h.conf().MessageBurst),
 		tokensAt: now,
 	}
 	c.lastRead.Store(now)
@@ -137,7 +137,7 @@ func (c *client) push(f frame) bool {
 	if c.closed {
 		return false
 	}
-	if len(c.queue) >= c.h.cfg.SendQueue {
+	if len(c.queue) >= c.h.conf().SendQueue {
 		// What it has not read is dropped: it resumes and resynchronises.
 		e := protoErr(CodeSlowConsumer, true, "the client did not read its messages fast enough; resume to catch up")
 		c.queue = append(c.queue[:0], frame{kind: frameText, data: encodeError(e)}, closeFrame(e))

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -49,8 +50,10 @@ const reconnectAfter = time.Second
 // sweeper (pings, dead sockets, hello timeouts, resume windows, ICE
 // refresh). Shutdown waits for all of them.
 type Hub struct {
+	// cfg is swapped whole by SetConfig (SIGHUP); read it through conf().
+	cfg atomic.Pointer[config.Signal]
+
 	// static after construction
-	cfg      config.Signal
 	log      *slog.Logger
 	ice      ICEProvider
 	metrics  *metrics
@@ -87,7 +90,6 @@ func NewHub(cfg config.Signal, opts Options) (*Hub, error) {
 		return nil, err
 	}
 	h := &Hub{
-		cfg:     cfg,
 		log:     opts.Logger,
 		ice:     opts.ICE,
 		metrics: m,
@@ -110,6 +112,7 @@ func NewHub(cfg config.Signal, opts Options) (*Hub, error) {
 		resumes:      make(map[string]*peer),
 		reconnecting: make(map[*peer]time.Time),
 	}
+	h.cfg.Store(&cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel
 	h.wg.Add(1)
@@ -128,6 +131,26 @@ func sweepPeriod(cfg config.Signal) time.Duration {
 	return max(d, 10*time.Millisecond)
 }
 
+// conf is the configuration in force. Each use reads it anew, so a
+// SetConfig applies from the next message or connection on.
+func (h *Hub) conf() *config.Signal { return h.cfg.Load() }
+
+// SetConfig applies a new [signal] section (SIGHUP reload) without dropping
+// anyone: access mode, password, invite secret, origins, API keys and
+// limits apply to the next join, message or connection. Peers already in
+// a room stay, even if the new access mode would refuse them, and rooms
+// above a lowered max_peers_per_room keep their peers. The sweeper's
+// period stays as computed at start.
+func (h *Hub) SetConfig(cfg config.Signal) error {
+	whole := config.Default()
+	whole.Signal = cfg
+	if err := whole.Validate(); err != nil {
+		return fmt.Errorf("signal: config: %w", err)
+	}
+	h.cfg.Store(&cfg)
+	return nil
+}
+
 // Routes registers GET /ws, GET /api/turn and GET /healthz on mux.
 func (h *Hub) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ws", h.serveWS)
@@ -136,7 +159,7 @@ func (h *Hub) Routes(mux *http.ServeMux) {
 }
 
 func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
-	if !originAllowed(r, h.cfg.Origins) {
+	if !originAllowed(r, h.conf().Origins) {
 		h.metrics.rejected.WithLabelValues("origin").Inc()
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
@@ -149,7 +172,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if h.perIP[ip] >= h.cfg.MaxConnectionsPerIP {
+	if h.perIP[ip] >= h.conf().MaxConnectionsPerIP {
 		h.mu.Unlock()
 		h.metrics.rejected.WithLabelValues("per_ip").Inc()
 		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
@@ -240,7 +263,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.wg.Wait()
 		close(done)
 	}()
-	timer := time.NewTimer(h.cfg.ShutdownTimeout)
+	timer := time.NewTimer(h.conf().ShutdownTimeout)
 	defer timer.Stop()
 	var err error
 	select {
@@ -249,7 +272,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("signal: shutdown: %w", ctx.Err())
 	case <-timer.C:
-		err = fmt.Errorf("signal: shutdown: clients still open after %s; closed them", h.cfg.ShutdownTimeout)
+		err = fmt.Errorf("signal: shutdown: clients still open after %s; closed them", h.conf().ShutdownTimeout)
 	}
 	// Out of time: cut what is left. Closed sockets end their readers and
 	// writers at once, so this wait is short.
@@ -329,7 +352,7 @@ func (h *Hub) sweep(ctx context.Context) {
 // check is the sweeper's visit to one client.
 func (h *Hub) check(c *client, p *peer, now time.Time) {
 	ns := now.UnixNano()
-	ping := h.cfg.PingInterval.Nanoseconds()
+	ping := h.conf().PingInterval.Nanoseconds()
 	if ns-c.lastRead.Load() > 2*ping+ping/2 {
 		c.abort(reasonTimeout)
 		return

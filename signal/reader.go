@@ -91,7 +91,7 @@ func (c *client) readOne() (reason string, ok bool) {
 	}
 	now := time.Now()
 	c.lastRead.Store(now.UnixNano())
-	max := int64(c.h.cfg.MaxMessageBytes)
+	max := int64(c.h.conf().MaxMessageBytes)
 	data, err := io.ReadAll(io.LimitReader(r, max+1))
 	if err != nil {
 		return readErrReason(err), false
@@ -116,9 +116,9 @@ func (c *client) readOne() (reason string, ok bool) {
 // that one is a separate 80-byte object with a mutex, per idle socket, and
 // only the reader touches this bucket.
 func (c *client) allow(now time.Time) bool {
-	burst := float64(c.h.cfg.MessageBurst)
+	burst := float64(c.h.conf().MessageBurst)
 	ns := now.UnixNano()
-	c.tokens = min(burst, c.tokens+float64(ns-c.tokensAt)/1e9*c.h.cfg.MessagesPerSecond)
+	c.tokens = min(burst, c.tokens+float64(ns-c.tokensAt)/1e9*c.h.conf().MessagesPerSecond)
 	c.tokensAt = ns
 	if c.tokens >= 1 {
 		c.tokens--
@@ -133,9 +133,9 @@ func (c *client) allow(now time.Time) bool {
 	c.h.metrics.rateLimited.Inc()
 	switch {
 	case c.strikes == 1:
-		c.fail(protoErr(CodeRateLimited, false, "over %g messages per second; messages are being dropped", c.h.cfg.MessagesPerSecond))
-	case c.strikes > c.h.cfg.MessageBurst:
-		c.fail(protoErr(CodeRateLimited, true, "still over %g messages per second", c.h.cfg.MessagesPerSecond))
+		c.fail(protoErr(CodeRateLimited, false, "over %g messages per second; messages are being dropped", c.h.conf().MessagesPerSecond))
+	case c.strikes > c.h.conf().MessageBurst:
+		c.fail(protoErr(CodeRateLimited, true, "still over %g messages per second", c.h.conf().MessagesPerSecond))
 	}
 	return false
 }

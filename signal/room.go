@@ -101,7 +101,7 @@ func (h *Hub) hello(c *client, m *inMsg) error {
 	if m.Resume != "" {
 		return h.resume(c, m)
 	}
-	if err := checkAccess(&h.cfg, m, time.Now()); err != nil {
+	if err := checkAccess(h.conf(), m, time.Now()); err != nil {
 		return err
 	}
 	// Credentials are minted after the access check and outside the locks;
@@ -120,16 +120,16 @@ func (h *Hub) hello(c *client, m *inMsg) error {
 	}
 	r := h.rooms[m.Room]
 	if r == nil {
-		if len(h.rooms) >= h.cfg.MaxRooms {
-			return protoErr(CodeTooManyRooms, true, "the server has %d rooms, its limit", h.cfg.MaxRooms)
+		if len(h.rooms) >= h.conf().MaxRooms {
+			return protoErr(CodeTooManyRooms, true, "the server has %d rooms, its limit", h.conf().MaxRooms)
 		}
 		r = &room{name: m.Room, peers: make(map[string]*peer)}
 		h.rooms[m.Room] = r
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.peers) >= h.cfg.MaxPeersPerRoom {
-		return protoErr(CodeRoomFull, true, "room %s is full (%d peers)", r.name, h.cfg.MaxPeersPerRoom)
+	if len(r.peers) >= h.conf().MaxPeersPerRoom {
+		return protoErr(CodeRoomFull, true, "room %s is full (%d peers)", r.name, h.conf().MaxPeersPerRoom)
 	}
 	p := &peer{id: id, token: "r" + randomID(resumeTokenSz), room: r, name: name, conn: c}
 	p.iceRefresh.Store(refreshAt(time.Now(), expires))
@@ -194,7 +194,7 @@ func (h *Hub) welcome(p *peer, resumed bool, servers []ICEServer, expires time.T
 	}
 	return welcomeMsg{
 		Type: "welcome", ID: p.id, Room: r.name, Name: p.name,
-		Resume: p.token, ResumeWindow: h.cfg.ResumeWindow.Milliseconds(), Resumed: resumed,
+		Resume: p.token, ResumeWindow: h.conf().ResumeWindow.Milliseconds(), Resumed: resumed,
 		Peers: r.info(p), ICEServers: servers, ICEExpires: unixMilli(expires),
 		History: r.chatsAfter(after),
 	}
@@ -240,7 +240,7 @@ func (h *Hub) chat(c *client, m *inMsg) {
 	}
 	r.seq++
 	msg := chatMsg{Type: "chat", Seq: r.seq, From: p.id, Name: p.name, Time: time.Now().UnixMilli(), Text: m.Text}
-	r.addChat(msg, h.cfg.History)
+	r.addChat(msg, h.conf().History)
 	r.broadcast(encode(msg), nil)
 }
 
@@ -293,9 +293,9 @@ func (h *Hub) disconnect(c *client, reason string) {
 			switch {
 			case h.closing:
 				// The whole hub goes away; nobody is left to tell.
-			case resumable(reason) && h.cfg.ResumeWindow > 0:
+			case resumable(reason) && h.conf().ResumeWindow > 0:
 				p.conn = nil
-				h.reconnecting[p] = time.Now().Add(h.cfg.ResumeWindow)
+				h.reconnecting[p] = time.Now().Add(h.conf().ResumeWindow)
 				r.broadcast(encode(presenceMsg{Type: "reconnecting", ID: p.id}), p)
 			case resumable(reason):
 				h.removeLocked(p, "timeout")
