@@ -27,6 +27,10 @@ type Config struct {
 // HTTP is the web server: the call page, the WebSocket hub and the APIs.
 type HTTP struct {
 	Listen string `toml:"listen"`
+	// HTTPSListen serves the same handlers over TLS; empty is off. Needs [tls].
+	HTTPSListen string `toml:"https_listen"`
+	// RedirectListen answers ACME HTTP-01 and redirects to https (port 80); empty is off.
+	RedirectListen string `toml:"redirect_listen"`
 }
 
 // TURN is the embedded STUN/TURN server.
@@ -54,6 +58,11 @@ type TURN struct {
 	MaxBitrate int64 `toml:"max_bitrate"`
 	// UDPSockets is how many SO_REUSEPORT sockets share the UDP listen port; 0 means one per core.
 	UDPSockets int `toml:"udp_sockets"`
+	// TLSListen serves TURN over TLS (turns:, standard port 5349); empty is off. Needs [tls].
+	TLSListen string `toml:"tls_listen"`
+	// TLSOnHTTPS also serves TURN over TLS on http.https_listen, told
+	// apart from HTTPS by the first bytes after the handshake.
+	TLSOnHTTPS bool `toml:"tls_on_https"`
 }
 
 // Access modes of the signaling hub.

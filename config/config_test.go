@@ -78,6 +78,11 @@ func TestParseErrors(t *testing.T) {
 		{"acme email", "[tls]\nacme_domains = [\"a.example\"]\nacme_email = \"me\"\n", "line 3: tls.acme_email"},
 		{"acme ca http", "[tls]\nacme_domains = [\"a.example\"]\nacme_ca = \"http://ca.example/dir\"\n", "line 3: tls.acme_ca: \"http://ca.example/dir\" must be an https://"},
 		{"acme storage", "[tls]\nacme_domains = [\"a.example\"]\nacme_storage = \"\"\n", "line 3: tls.acme_storage"},
+		{"https without tls", "[http]\nhttps_listen = \":443\"\n", "line 2: http.https_listen: needs a certificate"},
+		{"https listen", "[http]\nhttps_listen = \"443\"\n", "line 2: http.https_listen"},
+		{"redirect listen", "[http]\nredirect_listen = \"x:80\"\n", "line 2: http.redirect_listen"},
+		{"turns without tls", "[turn]\ntls_listen = \":5349\"\n", "line 2: turn.tls_listen: needs a certificate"},
+		{"turns on https without https", "[turn]\ntls_on_https = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\n", "line 2: turn.tls_on_https: needs http.https_listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -48,15 +48,38 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	return c.validateTLSUsers()
+}
+
+// validateTLSUsers checks the keys that need a certificate against [tls].
+func (c *Config) validateTLSUsers() error {
+	tlsOn := c.TLS.CertFile != "" || len(c.TLS.ACMEDomains) > 0
+	switch {
+	case c.HTTP.HTTPSListen != "" && !tlsOn:
+		return keyErr("http.https_listen", "needs a certificate: set tls.cert_file and tls.key_file, or tls.acme_domains")
+	case c.TURN.TLSListen != "" && !tlsOn:
+		return keyErr("turn.tls_listen", "needs a certificate: set tls.cert_file and tls.key_file, or tls.acme_domains")
+	case c.TURN.TLSOnHTTPS && c.HTTP.HTTPSListen == "":
+		return keyErr("turn.tls_on_https", "needs http.https_listen (the port it shares)")
+	}
 	return nil
 }
 
 func (h *HTTP) validate() error {
-	return validHostPort("http.listen", h.Listen, false)
+	if err := validHostPort("http.listen", h.Listen, false); err != nil {
+		return err
+	}
+	if err := validHostPort("http.https_listen", h.HTTPSListen, true); err != nil {
+		return err
+	}
+	return validHostPort("http.redirect_listen", h.RedirectListen, true)
 }
 
 func (t *TURN) validate() error {
 	if err := validHostPort("turn.listen", t.Listen, false); err != nil {
+		return err
+	}
+	if err := validHostPort("turn.tls_listen", t.TLSListen, true); err != nil {
 		return err
 	}
 	if t.PublicIP != "" {
