@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
@@ -266,4 +267,29 @@ func (h *Hub) slowClients() int {
 		c.qmu.Unlock()
 	}
 	return n
+}
+
+// TestTokenBucket drives allow with a synthetic clock.
+func TestTokenBucket(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Signal) { c.MessagesPerSecond = 10; c.MessageBurst = 4 })
+	c := &client{h: ts.hub, tokens: 4}
+	t0 := time.Unix(1000, 0)
+	c.tokensAt = t0.UnixNano()
+	c.closed = true // errors go nowhere
+	for _, step := range []struct {
+		at   time.Duration
+		want bool
+	}{
+		{0, true}, {0, true}, {0, true}, {0, true}, // the burst
+		{0, false},                     // empty
+		{100 * time.Millisecond, true}, // one token per 100 ms
+		{100 * time.Millisecond, false},
+		{10 * time.Second, true}, // refilled, but never above the burst
+		{10 * time.Second, true}, {10 * time.Second, true}, {10 * time.Second, true},
+		{10 * time.Second, false},
+	} {
+		if got := c.allow(t0.Add(step.at)); got != step.want {
+			t.Fatalf("allow at %s = %v, want %v (tokens %.2f)", step.at, got, step.want, c.tokens)
+		}
+	}
 }

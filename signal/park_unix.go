@@ -31,7 +31,7 @@ func (c *client) waitReadable() error {
 		pong := false
 		err := c.raw.Read(func(fd uintptr) bool {
 			var b [emptyPongLen + 2]byte
-			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			n, _, err := recvPeek(fd, b[:])
 			if err == syscall.EAGAIN || err == syscall.EINTR {
 				return false // wait for readiness
 			}
@@ -60,8 +60,13 @@ func (c *client) readableNow() bool {
 	ready := false
 	c.raw.Control(func(fd uintptr) {
 		var b [emptyPongLen + 2]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		n, _, err := recvPeek(fd, b[:])
 		ready = err != syscall.EAGAIN && !(err == nil && isEmptyPong(b[:n]))
 	})
 	return ready
+}
+
+// recvPeek peeks at the socket without waiting or consuming.
+func recvPeek(fd uintptr, b []byte) (int, syscall.Sockaddr, error) {
+	return syscall.Recvfrom(int(fd), b, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 }
