@@ -50,7 +50,7 @@ func testConfig(mutate func(*config.Signal)) config.Signal {
 }
 
 // newTestServer runs a hub on httptest.NewServer (a real socket on 127.0.0.1:0).
-func newTestServer(t *testing.T, mutate func(*config.Signal)) *testServer {
+func newTestServer(t testing.TB, mutate func(*config.Signal)) *testServer {
 	t.Helper()
 	ts := &testServer{reg: prometheus.NewRegistry()}
 	hub, err := NewHub(testConfig(mutate), Options{Logger: testLogger(t), Registerer: ts.reg, ICE: testICE(time.Hour)})
@@ -72,7 +72,7 @@ func newTestServer(t *testing.T, mutate func(*config.Signal)) *testServer {
 }
 
 type testClient struct {
-	t  *testing.T
+	t  testing.TB
 	ws *websocket.Conn
 }
 
@@ -104,7 +104,7 @@ type msg struct {
 func (ts *testServer) wsURL() string { return "ws" + strings.TrimPrefix(ts.url, "http") + "/ws" }
 
 // tryDial dials /ws; on a refused upgrade it returns the HTTP status.
-func (ts *testServer) tryDial(t *testing.T, hdr http.Header) (*testClient, int, error) {
+func (ts *testServer) tryDial(t testing.TB, hdr http.Header) (*testClient, int, error) {
 	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDialContext: ts.dial}
 	ws, resp, err := d.Dial(ts.wsURL(), hdr)
@@ -121,7 +121,7 @@ func (ts *testServer) tryDial(t *testing.T, hdr http.Header) (*testClient, int, 
 	return c, http.StatusSwitchingProtocols, nil
 }
 
-func (ts *testServer) dialWS(t *testing.T) *testClient {
+func (ts *testServer) dialWS(t testing.TB) *testClient {
 	t.Helper()
 	c, _, err := ts.tryDial(t, nil)
 	if err != nil {
@@ -131,7 +131,7 @@ func (ts *testServer) dialWS(t *testing.T) *testClient {
 }
 
 // join dials and joins room as name, and returns the welcome.
-func (ts *testServer) join(t *testing.T, room, name string) (*testClient, msg) {
+func (ts *testServer) join(t testing.TB, room, name string) (*testClient, msg) {
 	t.Helper()
 	c := ts.dialWS(t)
 	c.send(map[string]any{"type": "hello", "version": 1, "room": room, "name": name})
@@ -218,13 +218,13 @@ func (c *testClient) expectClose(code int) {
 // drop breaks the socket without a close frame, as a network failure would.
 func (c *testClient) drop() { c.ws.NetConn().Close() }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 // waitFor polls cond: for state that has no message to wait on (gauges
 // after a socket ends). It is a bounded wait, not a timing assertion.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
@@ -244,7 +244,7 @@ func (m msg) String() string {
 	return fmt.Sprintf("{%s id=%s code=%s fatal=%v reason=%q from=%s seq=%d text=%.40q payload=%s}", m.Type, m.ID, m.Code, m.Fatal, m.Reason, m.From, m.Seq, m.Text, p)
 }
 
-func decodeMsg(t *testing.T, b []byte) msg {
+func decodeMsg(t testing.TB, b []byte) msg {
 	t.Helper()
 	var m msg
 	if err := json.Unmarshal(b, &m); err != nil {
