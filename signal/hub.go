@@ -42,8 +42,15 @@ type Options struct {
 	ICE        ICEProvider
 }
 
-// reconnectAfter is the `after` of the reconnect message at shutdown.
+// reconnectAfter is the least `after` of the reconnect message at
+// shutdown; each client gets up to twice that, at random, so that a
+// restarted server is not hit by every client in the same millisecond.
 const reconnectAfter = time.Second
+
+func reconnectMessage() []byte {
+	after := reconnectAfter + rand.N(reconnectAfter)
+	return encode(reconnectMsg{Type: "reconnect", Reason: "server shutting down", After: after.Milliseconds()})
+}
 
 // Hub is the signaling server. Its goroutines: one reader per socket, at
 // most one writer per socket while it has something to send, and one
@@ -201,7 +208,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		h.mu.Unlock()
 		// Shutdown has already told the others; this one learns the same.
 		ws.SetWriteDeadline(time.Now().Add(time.Second))
-		ws.WriteMessage(websocket.TextMessage, encode(reconnectMsg{Type: "reconnect", Reason: "server shutting down", After: reconnectAfter.Milliseconds()}))
+		ws.WriteMessage(websocket.TextMessage, reconnectMessage())
 		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseServiceRestart, "server shutting down"), time.Now().Add(time.Second))
 		ws.Close()
 		return
@@ -253,9 +260,8 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Unlock()
 	h.stop()
 
-	bye := encode(reconnectMsg{Type: "reconnect", Reason: "server shutting down", After: reconnectAfter.Milliseconds()})
 	for _, c := range clients {
-		c.send(bye)
+		c.send(reconnectMessage())
 		c.closeWith(reasonShutdown, websocket.CloseServiceRestart, "server shutting down")
 	}
 	done := make(chan struct{})
