@@ -251,6 +251,7 @@ function onFatal(err, password) {
 function backToLobby() {
   phase = "lobby";
   lobby.setBusy(false);
+  $("status").textContent = "";
 }
 
 function teardown() {
