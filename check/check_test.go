@@ -1,0 +1,235 @@
+package check
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/callbox/callbox/app"
+	"github.com/callbox/callbox/config"
+)
+
+func testConfig() config.Config {
+	cfg := config.Default()
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.TURN.Listen = "127.0.0.1:0"
+	cfg.TURN.AllowLoopbackPeers = true
+	// Few sockets: two cores are shared with other tests.
+	cfg.TURN.UDPSockets = 1
+	cfg.Metrics.Listen = ""
+	return cfg
+}
+
+// startApp runs a real callbox on loopback until the test ends.
+func startApp(t *testing.T, cfg config.Config) *app.App {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	a, err := app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("app did not stop within 15s")
+		}
+	})
+	return a
+}
+
+func testOptions(url string) Options {
+	return Options{URL: url, Timeout: 20 * time.Second, StepTimeout: 2 * time.Second}
+}
+
+// runCheck runs the check and logs the text report, for failures to read.
+func runCheck(t *testing.T, opts Options) Report {
+	t.Helper()
+	rep := Run(context.Background(), opts)
+	var b bytes.Buffer
+	rep.WriteText(&b)
+	t.Logf("\n%s", b.String())
+	return rep
+}
+
+func mustGet(t *testing.T, rep Report, name string) Result {
+	t.Helper()
+	res, ok := rep.Get(name)
+	if !ok {
+		t.Fatalf("no %s check in the report", name)
+	}
+	return res
+}
+
+func TestHealthy(t *testing.T) {
+	a := startApp(t, testConfig())
+	rep := runCheck(t, testOptions(a.HTTPURL()))
+	if rep.Failed() {
+		t.Fatal("a healthy server failed the check")
+	}
+	want := map[string]Status{
+		NameDNS: Skip, NameHTTPS: OK, NamePage: OK, NameWebSocket: OK, NameICE: OK,
+		NameSTUN: Warn, NameTURNUDP: OK, NameTURNTCP: OK, NameTURNTLS: Skip, NameRelay: OK,
+	}
+	if len(rep.Checks) != len(want) {
+		t.Errorf("%d checks, want %d", len(rep.Checks), len(want))
+	}
+	for name, st := range want {
+		t.Run(name, func(t *testing.T) {
+			if got := mustGet(t, rep, name); got.Status != st {
+				t.Errorf("%s: %s (%s), want %s", name, got.Status, got.Detail, st)
+			}
+		})
+	}
+	if tls := mustGet(t, rep, NameTURNTLS); !strings.Contains(tls.Detail, "not offered") {
+		t.Errorf("turn-tls: %q, want it to say not offered", tls.Detail)
+	}
+	// The allocations the check made are released.
+	deadline := time.Now().Add(5 * time.Second)
+	for a.TURN().AllocationCount() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := a.TURN().AllocationCount(); n != 0 {
+		t.Errorf("%d allocations left open after the check", n)
+	}
+}
+
+// Each misconfiguration fails the check that should catch it, with the
+// advice that fixes it.
+func TestMisconfigured(t *testing.T) {
+	cases := []struct {
+		name    string
+		cfg     func(*config.Config)
+		after   func(*testing.T, *app.App) // breaks the running server
+		opts    func(*Options)
+		check   string
+		advice  string // substring of the failing check's advice
+		skipped []string
+	}{
+		{
+			name: "wrong public_ip",
+			cfg: func(c *config.Config) {
+				// Clients are told to reach 127.0.0.1 while relays claim 127.0.0.2.
+				c.TURN.Host = "127.0.0.1"
+				c.TURN.PublicIP = "127.0.0.2"
+			},
+			check:  NameTURNUDP,
+			advice: "turn.public_ip is probably wrong: relay address 127.0.0.2, server reachable at 127.0.0.1",
+		},
+		{
+			name:    "TURN port closed",
+			after:   func(t *testing.T, a *app.App) { a.TURN().Close() },
+			check:   NameSTUN,
+			advice:  "nothing listens on UDP",
+			skipped: []string{NameRelay},
+		},
+		{
+			name: "password mode without -password",
+			cfg: func(c *config.Config) {
+				c.Signal.Access = config.AccessPassword
+				c.Signal.Password = "correct horse battery"
+			},
+			check:   NameWebSocket,
+			advice:  "pass -password",
+			skipped: []string{NameICE, NameSTUN, NameTURNUDP, NameTURNTCP, NameTURNTLS, NameRelay},
+		},
+		{
+			name: "invite mode without an invite",
+			cfg: func(c *config.Config) {
+				c.Signal.Access = config.AccessInvite
+				c.Signal.InviteSecret = "0123456789abcdef0123456789abcdef"
+			},
+			check:  NameWebSocket,
+			advice: "pass an invite link",
+		},
+		{
+			name: "plain HTTP on a public name",
+			// localtest.invalid never resolves; the scheme alone decides.
+			opts:   func(o *Options) { o.URL = "http://callbox.invalid" },
+			check:  NameHTTPS,
+			advice: "browsers hide the camera on plain HTTP: configure [tls]",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			a := startApp(t, cfg)
+			if tc.after != nil {
+				tc.after(t, a)
+			}
+			opts := testOptions(a.HTTPURL())
+			if tc.opts != nil {
+				tc.opts(&opts)
+			}
+			rep := runCheck(t, opts)
+			if !rep.Failed() {
+				t.Fatal("the check passed a broken server")
+			}
+			res := mustGet(t, rep, tc.check)
+			if res.Status != Fail {
+				t.Fatalf("%s: %s (%s), want fail", tc.check, res.Status, res.Detail)
+			}
+			if !strings.Contains(res.Advice, tc.advice) {
+				t.Errorf("%s advice %q, want it to contain %q", tc.check, res.Advice, tc.advice)
+			}
+			for _, name := range tc.skipped {
+				if got := mustGet(t, rep, name); got.Status != Skip && got.Status != Fail {
+					t.Errorf("%s: %s, want skip or fail", name, got.Status)
+				}
+			}
+		})
+	}
+}
+
+func TestPasswordAndCallLink(t *testing.T) {
+	cfg := testConfig()
+	cfg.Signal.Access = config.AccessPassword
+	cfg.Signal.Password = "correct horse battery"
+	a := startApp(t, cfg)
+	opts := testOptions(a.HTTPURL() + "/r/standup")
+	opts.Password = cfg.Signal.Password
+	rep := runCheck(t, opts)
+	if rep.Failed() {
+		t.Fatal("check failed with the right password")
+	}
+	if ws := mustGet(t, rep, NameWebSocket); !strings.Contains(ws.Detail, "room standup") {
+		t.Errorf("websocket: %q, want the room of the link", ws.Detail)
+	}
+}
+
+// A TURN port where a silent peer swallows every packet: the check gives up
+// within its step timeout, and says so.
+func TestSilentTURNPort(t *testing.T) {
+	silent, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	rep := Report{}
+	r := &runner{opts: Options{StepTimeout: 300 * time.Millisecond, Now: time.Now, Resolver: net.DefaultResolver}, log: slog.New(slog.DiscardHandler)}
+	r.ice, _ = parseICE([]iceServer{{URLs: []string{"stun:" + silent.LocalAddr().String()}}}, 0)
+	start := time.Now()
+	r.checkSTUN(context.Background())
+	rep = r.report
+	res := mustGet(t, rep, NameSTUN)
+	if res.Status != Fail || !strings.Contains(res.Detail, "timed out") || !strings.Contains(res.Advice, "firewall") {
+		t.Errorf("stun: %+v, want a timeout with firewall advice", res)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("took %s, want about the 300ms step timeout", took)
+	}
+}
