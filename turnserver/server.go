@@ -6,6 +6,7 @@ package turnserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,27 +31,44 @@ type Options struct {
 	// listeners) that relayed traffic may never reach, in addition to the
 	// TURN listen port itself.
 	Protected []netip.AddrPort
+	// TLS is the certificate for turn.tls_listen (see tls.go); nil with
+	// turn.tls_listen set is an error.
+	TLS *tls.Config
+	// TLSHost is the certificate's name, the host of the turns: URIs;
+	// empty: the host of the turn: URIs.
+	TLSHost string
+	// Shared, when set, is a listener of TLS connections already
+	// handshaken on a port shared with HTTPS (package portmux); they are
+	// served as TURN over TLS and SharedPort is put in a turns: URI.
+	Shared     net.Listener
+	SharedPort int
 }
 
 // Server is a running STUN/TURN server.
 type Server struct {
 	// static after construction
-	cfg       config.TURN
-	log       *slog.Logger
-	reg       prometheus.Registerer
-	metrics   *metrics
-	auth      *authenticator
-	allocs    *allocTable
-	relays    *relayRegistry
-	udp       []*udpListener
-	tcp       *tcpListener
-	pion      []*turn.Server
-	udpAddr   *net.UDPAddr
-	tcpAddr   *net.TCPAddr
-	relayIP   netip.Addr
-	host      string // put in URIs
-	closeOnce sync.Once
-	closeErr  error
+	cfg        config.TURN
+	log        *slog.Logger
+	reg        prometheus.Registerer
+	metrics    *metrics
+	auth       *authenticator
+	allocs     *allocTable
+	relays     *relayRegistry
+	udp        []*udpListener
+	tcp        *tcpListener
+	tls        *tcpListener // nil when turn.tls_listen is off
+	shared     *tcpListener // nil without Options.Shared
+	tlsAddr    *net.TCPAddr
+	tlsHost    string // put in turns: URIs
+	sharedPort int
+	pion       []*turn.Server
+	udpAddr    *net.UDPAddr
+	tcpAddr    *net.TCPAddr
+	relayIP    netip.Addr
+	listenIP   netip.Addr
+	host       string // put in URIs
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // shutdownWait bounds how long Close waits for pion's goroutines to report
@@ -110,6 +128,7 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 		return nil, err
 	}
 
+	s.listenIP = listenIP
 	s.relayIP, err = relayAddress(cfg.PublicIP, listenIP)
 	if err != nil {
 		return nil, err
@@ -124,8 +143,11 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 	case listenIP.IsLoopback():
 		relayBind = "127.0.0.1"
 	}
-	guard := newRelayGuard(uint16(s.udpAddr.Port), listenIP, s.relayIP, opts.Protected)
 	s.host = uriHost(cfg, listenIP, s.relayIP)
+	if err := s.listenTLS(opts); err != nil {
+		return nil, err
+	}
+	guard := newRelayGuard(uint16(s.udpAddr.Port), listenIP, s.relayIP, s.tlsProtected(opts.Protected))
 
 	if err := s.startPion(relayBind, guard); err != nil {
 		return nil, err
@@ -232,7 +254,9 @@ func (s *Server) closeListeners() {
 	for _, l := range s.udp {
 		l.UDPConn.Close()
 	}
-	s.tcp.Close()
+	for _, l := range s.streamListeners() {
+		l.Close()
+	}
 }
 
 // relayAddress is the address advertised in relay candidates: the public
@@ -293,36 +317,9 @@ func newRelayGuard(turnPort uint16, listenIP, relayIP netip.Addr, protected []ne
 }
 
 // startPion runs one pion Server per UDP socket, each with an AuthHandler
-// bound to that socket's verdict slot (see auth.go), and one for TCP.
+// bound to that socket's verdict slot (see auth.go), and one per stream
+// listener (TCP, and TLS where configured).
 func (s *Server) startPion(relayBind string, guard *relayGuard) error {
-	events := turn.EventHandler{
-		OnAllocationCreated: func(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
-			s.allocs.created(src, dst, username, relay)
-			if _, tcp := src.(*net.TCPAddr); tcp {
-				s.tcp.allocation(src, true)
-			}
-		},
-		OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) {
-			s.allocs.deleted(src, dst)
-			if _, tcp := src.(*net.TCPAddr); tcp {
-				s.tcp.allocation(src, false)
-			}
-		},
-		OnPermissionCreated: func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
-			if rc := s.relays.get(uint16(addrPortOf(relay).Port())); rc != nil {
-				if ip, ok := netip.AddrFromSlice(peer); ok {
-					rc.addPeer(ip)
-				}
-			}
-		},
-		OnPermissionDeleted: func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
-			if rc := s.relays.get(uint16(addrPortOf(relay).Port())); rc != nil {
-				if ip, ok := netip.AddrFromSlice(peer); ok {
-					rc.removePeer(ip)
-				}
-			}
-		},
-	}
 	permission := func(_ net.Addr, peer net.IP) bool {
 		// Defence in depth: the listener wrappers already answered 403
 		// for denied peers, so this refuses only what slipped past them.
@@ -351,11 +348,11 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 		LoggerFactory: slogFactory{log: s.log},
 		Realm:         s.cfg.Realm,
 		QuotaHandler:  quota,
-		EventHandler:  events,
 	}
 	for _, l := range s.udp {
 		l.auth = s.auth
 		sc := base
+		sc.EventHandler = s.events(nil)
 		sc.PacketConnConfigs = []turn.PacketConnConfig{{PacketConn: l, RelayAddressGenerator: generator(), PermissionHandler: permission}}
 		sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
 			return s.auth.authHandler(&l.in.slot, username, realm, src)
@@ -366,21 +363,24 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 		}
 		s.pion = append(s.pion, ps)
 	}
-	s.tcp.auth = s.auth
-	sc := base
-	sc.ListenerConfigs = []turn.ListenerConfig{{Listener: s.tcp, RelayAddressGenerator: generator(), PermissionHandler: permission}}
-	sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
-		slot := s.tcp.slot(src)
-		if slot == nil {
-			slot = &verdictSlot{} // conn already gone: refused as no_verdict
+	for _, l := range s.streamListeners() {
+		l.auth = s.auth
+		sc := base
+		sc.EventHandler = s.events(l)
+		sc.ListenerConfigs = []turn.ListenerConfig{{Listener: l, RelayAddressGenerator: generator(), PermissionHandler: permission}}
+		sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
+			slot := l.slot(src)
+			if slot == nil {
+				slot = &verdictSlot{} // conn already gone: refused as no_verdict
+			}
+			return s.auth.authHandler(slot, username, realm, src)
 		}
-		return s.auth.authHandler(slot, username, realm, src)
+		ps, err := turn.NewServer(sc)
+		if err != nil {
+			return fmt.Errorf("turnserver: start stream %s: %w", l.Addr(), err)
+		}
+		s.pion = append(s.pion, ps)
 	}
-	ps, err := turn.NewServer(sc)
-	if err != nil {
-		return fmt.Errorf("turnserver: start tcp %s: %w", s.tcpAddr, err)
-	}
-	s.pion = append(s.pion, ps)
 	return nil
 }
 
@@ -390,14 +390,31 @@ func (s *Server) logStart(listenIP netip.Addr, sockets int) {
 		"max_bitrate", s.cfg.MaxBitrate, "user_quota", s.cfg.UserQuota, "total_quota", s.cfg.TotalQuota)
 	// A wrong advertised address is the most common TURN support issue:
 	// clients get relay candidates they cannot reach.
-	if unreachableRelay(listenIP, s.relayIP) {
-		s.log.Warn("turn: relay address is private or loopback on a non-loopback listener; clients outside this network cannot reach relays. Set turn.public_ip",
-			"relay_address", s.relayIP.String(), "listen", s.udpAddr.String())
+	if s.tlsAddr != nil || s.shared != nil {
+		s.log.Info("turn: TURN over TLS", "tls", s.TLSAddr(), "shared_port", s.sharedPort, "uris", s.turnsURIs())
+	}
+	if p := s.AddressProblem(); p != "" {
+		s.log.Error("turn: "+p, "relay_address", s.relayIP.String(), "listen", s.udpAddr.String())
 	}
 	if s.cfg.AllowLoopbackPeers {
 		s.log.Warn("turn: turn.allow_loopback_peers is on: clients can relay to this host's loopback services; only for tests and local demos")
 	}
 }
+
+// AddressProblem explains why clients beyond this host's network cannot
+// reach its relays (the relay address is private or loopback although the
+// listener is not: a VPS behind 1:1 NAT without turn.public_ip), or is
+// empty. /api/info shows it, so the /check page can too.
+func (s *Server) AddressProblem() string {
+	if !unreachableRelay(s.listenIP, s.relayIP) {
+		return ""
+	}
+	return fmt.Sprintf("relay address %s is private or loopback but the listener %s is not: clients outside this network cannot reach relays. "+
+		"Set turn.public_ip to this host's public IPv4 address", s.relayIP, s.udpAddr)
+}
+
+// RelayAddress is the address advertised in relay candidates.
+func (s *Server) RelayAddress() netip.Addr { return s.relayIP }
 
 // unreachableRelay reports a relay address that clients beyond this host's
 // network cannot reach although the listener invites them.
@@ -424,8 +441,10 @@ func (s *Server) Close() error {
 			case <-ctx.Done():
 			}
 		}
-		if err := s.tcp.wait(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("turnserver: close: TCP readers still running after %s: %w", shutdownWait, err))
+		for _, l := range s.streamListeners() {
+			if err := l.wait(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("turnserver: close: %s readers still running after %s: %w", l.Addr(), shutdownWait, err))
+			}
 		}
 		if err := s.allocs.waitEmpty(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("turnserver: close: %d allocations still open after %s: %w", s.allocs.count(), shutdownWait, err))
@@ -481,5 +500,8 @@ func (s *Server) STUNURIs() []string {
 	return []string{"stun:" + net.JoinHostPort(s.host, strconv.Itoa(s.udpAddr.Port))}
 }
 
-// TURNURIs are the turn: URIs clients are given, UDP first.
-func (s *Server) TURNURIs() []string { return turnURIs(s.host, s.udpAddr.Port) }
+// TURNURIs are the turn: URIs clients are given, UDP first, then the
+// turns: ones when TURN over TLS is on.
+func (s *Server) TURNURIs() []string {
+	return append(turnURIs(s.host, s.udpAddr.Port), s.turnsURIs()...)
+}
