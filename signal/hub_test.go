@@ -340,3 +340,39 @@ func TestHealthz(t *testing.T) {
 		t.Fatalf("/healthz: %d %+v", resp.StatusCode, h)
 	}
 }
+
+// TestPongsKeepIdleSocket runs the keepalive over real sockets, through
+// the parked reader: pongs keep A, silence cuts B. It takes a few seconds
+// (2.5 ping intervals of the shortest allowed, 1 s), in parallel.
+func TestPongsKeepIdleSocket(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *config.Signal) { c.PingInterval = time.Second })
+	a, _ := ts.join(t, "k", "A")
+	b, wb := ts.join(t, "k", "B")
+	a.expect("joined")
+	b.ws.SetPingHandler(func(string) error { return nil }) // B never answers
+	go b.read(10 * time.Second)
+	// gorilla answers pings only while reading: A reads all along.
+	got := make(chan msg, 16)
+	go func() {
+		defer close(got)
+		for {
+			m, err := a.read(30 * time.Second)
+			if err != nil {
+				return
+			}
+			got <- m
+		}
+	}()
+	if m := <-got; m.Type != "reconnecting" || m.ID != wb.ID {
+		t.Fatalf("A got %v, want B reconnecting", m)
+	}
+	time.Sleep(1500 * time.Millisecond) // A is now past its own 2.5 s
+	a.send(map[string]any{"type": "chat", "text": "alive"})
+	if m, ok := <-got; !ok || m.Type != "chat" || m.Text != "alive" {
+		t.Fatalf("A got %v (open %v), want its chat", m, ok)
+	}
+	if n := counterValue(t, ts.reg, "callbox_signal_disconnects_total", reasonTimeout); n != 1 {
+		t.Fatalf("disconnects{ping_timeout} = %v, want 1 (B only)", n)
+	}
+}
