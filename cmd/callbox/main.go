@@ -4,6 +4,7 @@
 //	callbox [-config FILE]                               run the server
 //	callbox credentials -config FILE -user NAME [-ttl 1h] print TURN REST credentials
 //	callbox invite -config FILE -room NAME [-ttl 24h]     print an invite link
+//	callbox check [-password P] [-json] URL               check a deployed callbox from outside
 //	callbox version                                      print the version
 package main
 
@@ -42,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return credentials(args[1:], stdout, stderr)
 		case "invite":
 			return invite(args[1:], stdout, stderr)
+		case "check":
+			return checkCmd(args[1:], stdout, stderr)
 		}
 	}
 	return serve(args, stderr)
