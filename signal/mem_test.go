@@ -103,11 +103,6 @@ func TestHubProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	switch v := os.Getenv("CALLBOX_MEM_READBUF"); v {
-	case "":
-	default:
-		hub.upgrader.ReadBufferSize, _ = strconv.Atoi(v)
-	}
 	switch v := os.Getenv("CALLBOX_MEM_WRITEBUF"); v {
 	case "", "pool":
 	case "none":
