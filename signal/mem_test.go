@@ -52,8 +52,10 @@ import (
 // memory is the GC's headroom (GOGC).
 //
 // CALLBOX_MEM_PROFILE=FILE saves the child's heap profile with the clients
-// connected. CALLBOX_MEM_READBUF and CALLBOX_MEM_WRITEBUF (bytes; "pool" or "none")
-// override the upgrader's buffers in the child, to measure what they cost.
+// connected. CALLBOX_MEM_WRITEBUF (bytes; "pool" or "none") overrides the
+// upgrader's write buffer in the child, to measure what it costs. The read
+// buffer is no knob: the parked reader must see gorilla's read buffer, so it
+// is always the hub's own.
 
 type memStats struct {
 	RSS        int64 `json:"rss"`
