@@ -2,6 +2,7 @@ package signal
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,8 +36,9 @@ func testICE(ttl time.Duration) ICEProvider {
 type testServer struct {
 	hub  *Hub
 	reg  *prometheus.Registry
-	url  string // http://host:port
+	url  string // http://host:port, or https://
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	tls  *tls.Config
 }
 
 func testConfig(mutate func(*config.Signal)) config.Signal {
@@ -52,6 +54,12 @@ func testConfig(mutate func(*config.Signal)) config.Signal {
 // newTestServer runs a hub on httptest.NewServer (a real socket on 127.0.0.1:0).
 func newTestServer(t testing.TB, mutate func(*config.Signal)) *testServer {
 	t.Helper()
+	return startTestServer(t, mutate, false)
+}
+
+// startTestServer is newTestServer, over TLS when withTLS.
+func startTestServer(t testing.TB, mutate func(*config.Signal), withTLS bool) *testServer {
+	t.Helper()
 	ts := &testServer{reg: prometheus.NewRegistry()}
 	hub, err := NewHub(testConfig(mutate), Options{Logger: testLogger(t), Registerer: ts.reg, ICE: testICE(time.Hour)})
 	if err != nil {
@@ -60,7 +68,13 @@ func newTestServer(t testing.TB, mutate func(*config.Signal)) *testServer {
 	ts.hub = hub
 	mux := http.NewServeMux()
 	hub.Routes(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	if withTLS {
+		srv.StartTLS()
+		ts.tls = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	} else {
+		srv.Start()
+	}
 	ts.url = srv.URL
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -106,7 +120,7 @@ func (ts *testServer) wsURL() string { return "ws" + strings.TrimPrefix(ts.url, 
 // tryDial dials /ws; on a refused upgrade it returns the HTTP status.
 func (ts *testServer) tryDial(t testing.TB, hdr http.Header) (*testClient, int, error) {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDialContext: ts.dial}
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDialContext: ts.dial, TLSClientConfig: ts.tls}
 	ws, resp, err := d.Dial(ts.wsURL(), hdr)
 	if err != nil {
 		code := 0

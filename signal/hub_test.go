@@ -376,3 +376,27 @@ func TestPongsKeepIdleSocket(t *testing.T) {
 		t.Fatalf("disconnects{ping_timeout} = %v, want 1 (B only)", n)
 	}
 }
+
+// TestOverTLS: behind TLS the reader cannot park on the socket (TLS holds
+// plaintext of its own) and reads in one loop instead; same behaviour.
+func TestOverTLS(t *testing.T) {
+	ts := startTestServer(t, nil, true)
+	a, wa := ts.join(t, "tls", "A")
+	b, wb := ts.join(t, "tls", "B")
+	a.expect("joined")
+	ts.hub.mu.Lock()
+	for c := range ts.hub.clients {
+		if c.raw != nil {
+			t.Error("a TLS socket got a raw conn to park on")
+		}
+	}
+	ts.hub.mu.Unlock()
+	a.send(map[string]any{"type": "signal", "to": wb.ID, "payload": "over tls"})
+	if m := b.expect("signal"); m.From != wa.ID || string(m.Payload) != `"over tls"` {
+		t.Fatalf("got %v", m)
+	}
+	b.send(map[string]any{"type": "leave"})
+	if m := a.expect("left"); m.ID != wb.ID {
+		t.Fatalf("got %v", m)
+	}
+}
