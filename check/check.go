@@ -188,7 +188,7 @@ func ParseTarget(raw string) (Target, error) {
 	if u.User != nil {
 		return Target{}, fmt.Errorf("check: URL %q: user info is not supported (use -password)", raw)
 	}
-	if strings.ContainsAny(t.Host, " /\\?#@") {
+	if strings.ContainsAny(t.Host, " /\\?#@%") {
 		return Target{}, fmt.Errorf("check: URL %q: bad host %q", raw, t.Host)
 	}
 	if _, perr := parsePort(t.Port); perr != nil {

@@ -187,7 +187,7 @@ func wsDialAdvice(resp *http.Response, t Target) string {
 	}
 	switch resp.StatusCode {
 	case http.StatusForbidden:
-		return fmt.Sprintf("the hub refused the origin %s: add it to [signal] origins (a reverse proxy may rewrite the Host header)", t.Base())
+		return fmt.Sprintf("the hub refused the origin %s: a reverse proxy must pass the Host header on (nginx: proxy_set_header Host $host), or add %q to [signal] origins", t.Base(), t.Host)
 	case http.StatusTooManyRequests:
 		return "too many sockets from this address ([signal] max_connections_per_ip)"
 	case http.StatusServiceUnavailable:
