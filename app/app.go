@@ -15,13 +15,16 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/callbox/callbox/certs"
 	"github.com/callbox/callbox/config"
+	"github.com/callbox/callbox/portmux"
 	"github.com/callbox/callbox/signal"
 	"github.com/callbox/callbox/turnserver"
 	"github.com/callbox/callbox/web"
@@ -29,15 +32,25 @@ import (
 
 // App is one running callbox: every listener is bound by New, served by Run.
 type App struct {
+	// cfg is the configuration in force, swapped whole by Reload.
+	cfg atomic.Pointer[config.Config]
+
 	// static after construction
-	cfg       config.Config
-	log       *slog.Logger
-	turn      *turnserver.Server
-	hub       *signal.Hub
-	web       *http.Server
-	webLn     net.Listener
-	metrics   *http.Server // nil when [metrics] listen is empty
-	metricsLn net.Listener
+	log        *slog.Logger
+	certs      *certs.Manager
+	turn       *turnserver.Server
+	hub        *signal.Hub
+	web        *http.Server
+	webLn      net.Listener
+	metrics    *http.Server // nil when [metrics] listen is empty
+	metricsLn  net.Listener
+	https      *http.Server // nil when http.https_listen is empty
+	httpsLn    net.Listener // raw TCP; TLS is added by ServeTLS or the mux
+	mux        *portmux.Mux // nil unless turn.tls_on_https
+	redirect   *http.Server // nil when http.redirect_listen is empty
+	redirectLn net.Listener
+
+	reloadMu sync.Mutex // serialises Reload
 }
 
 // New binds every listener (a port 0 is resolved by the kernel) and starts
@@ -52,13 +65,18 @@ func New(cfg config.Config, logger *slog.Logger) (a *App, err error) {
 		cfg.TURN.Secrets = []string{secret}
 		logger.Warn("turn.secrets is empty: generated a random TURN secret for this run; set turn.secrets for credentials that survive a restart")
 	}
-	a = &App{cfg: cfg, log: logger}
+	a = &App{log: logger}
+	a.cfg.Store(&cfg)
 	defer func() {
 		if err != nil {
 			a.closeListeners()
 		}
 	}()
 
+	a.certs, err = certs.New(cfg.TLS, logger)
+	if err != nil {
+		return nil, err
+	}
 	a.webLn, err = net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("app: listen http %s: %w", cfg.HTTP.Listen, err)
@@ -77,11 +95,15 @@ func New(cfg config.Config, logger *slog.Logger) (a *App, err error) {
 		a.metrics = newHTTPServer(mux, logger)
 	}
 
-	a.turn, err = turnserver.New(cfg.TURN, turnserver.Options{
+	topts := turnserver.Options{
 		Logger:     logger.With("component", "turn"),
 		Registerer: reg,
-		Protected:  protected,
-	})
+	}
+	if protected, err = a.listenTLS(cfg, reg, &topts, protected); err != nil {
+		return nil, err
+	}
+	topts.Protected = protected
+	a.turn, err = turnserver.New(cfg.TURN, topts)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +119,10 @@ func New(cfg config.Config, logger *slog.Logger) (a *App, err error) {
 	mux := http.NewServeMux()
 	a.hub.Routes(mux)
 	web.Routes(mux)
+	mux.HandleFunc("GET /api/info", a.serveInfo)
 	a.web = newHTTPServer(mux, logger)
+	a.serversTLS(mux, logger)
+	a.logHostAddresses()
 	return a, nil
 }
 
@@ -120,7 +145,7 @@ func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
 // iceServers is the hub's ICEProvider: callbox's own STUN, and TURN with
 // credentials minted for this user alone.
 func (a *App) iceServers(user string) ([]signal.ICEServer, time.Time) {
-	c := a.turn.Credentials(user, a.cfg.TURN.CredentialTTL)
+	c := a.turn.Credentials(user, a.cfg.Load().TURN.CredentialTTL)
 	return []signal.ICEServer{
 		{URLs: a.turn.STUNURIs()},
 		{URLs: c.URIs, Username: c.Username, Credential: c.Password},
@@ -129,24 +154,59 @@ func (a *App) iceServers(user string) ([]signal.ICEServer, time.Time) {
 
 // Run serves until ctx is done, then shuts down: clients are told to
 // reconnect, sockets closed, TURN allocations ended, within
-// [signal] shutdown_timeout plus a short grace for the listeners.
+// [signal] shutdown_timeout plus a short grace for the listeners. It also
+// runs the certificate manager (renewals, file polling) and the port-443
+// splitter, and waits for both.
 func (a *App) Run(ctx context.Context) error {
-	a.log.Info("callbox running", "web", a.HTTPURL(), "turn_udp", a.turn.UDPAddr().String(), "turn_tcp", a.turn.TCPAddr().String(), "metrics", a.metricsAddr())
-	errc := make(chan error, 2)
+	a.log.Info("callbox running", "web", a.HTTPURL(), "https", a.httpsAddr(), "redirect", a.redirectAddr(),
+		"turn_udp", a.turn.UDPAddr().String(), "turn_tcp", a.turn.TCPAddr().String(), "turn_tls", a.turnTLSAddr(),
+		"turn_on_https", a.mux != nil, "metrics", a.metricsAddr())
+	errc := make(chan error, 6)
 	var wg sync.WaitGroup
-	serve := func(name string, srv *http.Server, ln net.Listener) {
+	serve := func(name string, srv *http.Server, ln net.Listener, tls bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if tls {
+				err = srv.ServeTLS(ln, "", "") // the certificate comes from srv.TLSConfig
+			} else {
+				err = srv.Serve(ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("app: serve %s %s: %w", name, ln.Addr(), err)
 			}
 		}()
 	}
-	serve("http", a.web, a.webLn)
+	serve("http", a.web, a.webLn, false)
 	if a.metrics != nil {
-		serve("metrics", a.metrics, a.metricsLn)
+		serve("metrics", a.metrics, a.metricsLn, false)
 	}
+	if a.redirect != nil {
+		serve("redirect", a.redirect, a.redirectLn, false)
+	}
+	// bg is the certificate manager's and the splitter's: they stop after
+	// the servers that need them.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	switch {
+	case a.mux != nil:
+		serve("https", a.https, a.mux.HTTP(), false) // the mux did the handshake
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.mux.Run(bg); err != nil {
+				errc <- err
+			}
+		}()
+	case a.https != nil:
+		serve("https", a.https, a.httpsLn, true)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.certs.Run(bg) //nolint:errcheck // returns nil when bg ends
+	}()
 
 	var runErr error
 	select {
@@ -154,14 +214,17 @@ func (a *App) Run(ctx context.Context) error {
 	case runErr = <-errc:
 	}
 	a.log.Info("callbox shutting down")
-	grace := a.cfg.Signal.ShutdownTimeout + 2*time.Second
+	grace := a.cfg.Load().Signal.ShutdownTimeout + 2*time.Second
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
 	// The hub first, so peers hear "reconnect" before anything else goes away.
 	errs := []error{runErr, a.hub.Shutdown(sctx), a.web.Shutdown(sctx)}
-	if a.metrics != nil {
-		errs = append(errs, a.metrics.Shutdown(sctx))
+	for _, srv := range []*http.Server{a.https, a.redirect, a.metrics} {
+		if srv != nil {
+			errs = append(errs, srv.Shutdown(sctx))
+		}
 	}
+	stopBG()
 	errs = append(errs, a.turn.Close())
 	wg.Wait()
 	a.log.Info("callbox stopped")
@@ -170,7 +233,7 @@ func (a *App) Run(ctx context.Context) error {
 
 // closeListeners releases what New bound when New fails half way.
 func (a *App) closeListeners() {
-	for _, ln := range []net.Listener{a.webLn, a.metricsLn} {
+	for _, ln := range []net.Listener{a.webLn, a.metricsLn, a.httpsLn, a.redirectLn} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -185,13 +248,6 @@ func (a *App) TURN() *turnserver.Server { return a.turn }
 
 // Hub is the running signaling hub.
 func (a *App) Hub() *signal.Hub { return a.hub }
-
-func (a *App) metricsAddr() string {
-	if a.metricsLn == nil {
-		return "off"
-	}
-	return a.metricsLn.Addr().String()
-}
 
 // RandomSecret returns a fresh 32-byte secret, base64url-encoded.
 func RandomSecret() (string, error) {

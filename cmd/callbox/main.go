@@ -18,6 +18,7 @@ import (
 	"os"
 	ossignal "os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 
 	"github.com/callbox/callbox/app"
@@ -51,6 +52,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 func serve(args []string, stderr io.Writer) error {
+	ctx, stop := ossignal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	ossignal.Notify(hup, syscall.SIGHUP)
+	defer ossignal.Stop(hup)
+	return serveUntil(ctx, args, stderr, hup)
+}
+
+// serveUntil runs the server until ctx ends, reloading the config file at
+// each value on hup.
+func serveUntil(ctx context.Context, args []string, stderr io.Writer, hup <-chan os.Signal) error {
 	fs := flag.NewFlagSet("callbox", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "TOML config `file`; without it callbox runs on its built-in local defaults")
@@ -64,23 +76,33 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg.Log, stderr)
+	level := new(slog.LevelVar)
+	logger, err := newLogger(cfg.Log, stderr, level)
 	if err != nil {
 		return err
 	}
-	ctx, stop := ossignal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	a, err := app.New(cfg, logger)
 	if err != nil {
 		return err
 	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reloadOnHUP(runCtx, hup, reloader{path: *path, app: a, level: level, log: logger})
+	}()
+	defer wg.Wait()
 	// Every listener is bound: connections queue from here on.
 	if err := sdNotify("READY=1"); err != nil {
 		logger.Warn("systemd notify failed", "err", err)
 	}
 	stopNotify := context.AfterFunc(ctx, func() { sdNotify("STOPPING=1") })
 	defer stopNotify()
-	return a.Run(ctx)
+	err = a.Run(runCtx)
+	cancel() // ends the reload loop when Run failed on its own
+	return err
 }
 
 // loadConfig reads FILE, or returns the defaults when there is none.
@@ -91,8 +113,9 @@ func loadConfig(path string) (config.Config, error) {
 	return config.Load(path)
 }
 
-func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
+// newLogger builds the logger at c.Level through level, which a reload
+// may change later.
+func newLogger(c config.Log, w io.Writer, level *slog.LevelVar) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		return nil, fmt.Errorf("log.level: %w", err)
 	}
