@@ -264,16 +264,29 @@ func Run(ctx context.Context, opts Options) Report {
 	r.target = t
 	defer r.closeAllocations()
 
-	r.checkDNS(ctx)
-	r.checkHTTPS(ctx)
-	r.checkPage(ctx)
-	r.checkWebSocket(ctx)
-	r.checkICE()
-	r.checkSTUN(ctx)
-	r.checkTURN(ctx, NameTURNUDP)
-	r.checkTURN(ctx, NameTURNTCP)
-	r.checkTURN(ctx, NameTURNTLS)
-	r.checkRelay(ctx)
+	checks := []struct {
+		name string
+		run  func(context.Context)
+	}{
+		{NameDNS, r.checkDNS},
+		{NameHTTPS, r.checkHTTPS},
+		{NamePage, r.checkPage},
+		{NameWebSocket, r.checkWebSocket},
+		{NameICE, func(context.Context) { r.checkICE() }},
+		{NameSTUN, r.checkSTUN},
+		{NameTURNUDP, func(ctx context.Context) { r.checkTURN(ctx, NameTURNUDP) }},
+		{NameTURNTCP, func(ctx context.Context) { r.checkTURN(ctx, NameTURNTCP) }},
+		{NameTURNTLS, func(ctx context.Context) { r.checkTURN(ctx, NameTURNTLS) }},
+		{NameRelay, r.checkRelay},
+	}
+	for _, c := range checks {
+		if ctx.Err() != nil {
+			// The check cut off by the deadline failed; these never started.
+			r.add(c.name, Skip, "not run: out of time (raise -timeout)", "")
+			continue
+		}
+		c.run(ctx)
+	}
 	return r.report
 }
 

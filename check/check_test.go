@@ -233,3 +233,27 @@ func TestSilentTURNPort(t *testing.T) {
 		t.Errorf("took %s, want about the 300ms step timeout", took)
 	}
 }
+
+// A server that accepts connections and never answers: the whole run ends
+// at Timeout, the check that hung fails and the rest say they never ran.
+func TestOutOfTime(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	opts := Options{URL: "http://" + ln.Addr().String(), Timeout: 500 * time.Millisecond, StepTimeout: 5 * time.Second}
+	start := time.Now()
+	rep := runCheck(t, opts)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("took %s with a 500ms timeout", took)
+	}
+	if res := mustGet(t, rep, NamePage); res.Status != Fail || !strings.Contains(res.Detail, "timed out") {
+		t.Errorf("page: %+v, want a timeout", res)
+	}
+	for _, name := range []string{NameWebSocket, NameICE, NameRelay} {
+		if res := mustGet(t, rep, name); res.Status != Skip || !strings.Contains(res.Detail, "out of time") {
+			t.Errorf("%s: %+v, want skipped for lack of time", name, res)
+		}
+	}
+}
