@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -41,6 +42,12 @@ func TestBrowserStartFlow(t *testing.T) {
 	waitPhase(t, b, "call")
 	waitText(t, b, ".tile-name", "Ada Lovelace (you)")
 	b.screenshot("alone-in-call")
+	// The same call on a phone: controls within reach, chat closed.
+	b.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
+	b.screenshot("phone")
+	b.do("phone chat", chromedp.Click(chromedp.CSS("#btn-chat")))
+	b.screenshot("phone-chat")
+	b.do("desktop viewport", chromedp.EmulateReset())
 
 	// The next call page remembers the name and waits for a click.
 	if err := b.navigate(s.HTTPURL() + "/r/" + randomRoom("next")); err != nil {
@@ -51,4 +58,31 @@ func TestBrowserStartFlow(t *testing.T) {
 		name, err := eval[string](b, `document.getElementById("name").value`)
 		return name == "Ada Lovelace", name, err
 	})
+}
+
+// Someone who refuses the camera and microphone still joins: the page says
+// why nobody sees them, and they see and hear the others.
+func TestBrowserMediaDenied(t *testing.T) {
+	art := newArtifacts(t)
+	s := startServer(t, art, nil)
+	room := randomRoom("denied")
+	deny := map[string][]chromedp.ExecAllocatorOption{
+		"shy": {chromedp.Flag("use-fake-ui-for-media-stream", "deny")},
+	}
+	bs := startBrowsersWith(t, art, func(name string) string { return callURL(s, room, name, "") }, deny, "ada", "shy")
+	ada, shy := bs[0], bs[1]
+	for _, b := range bs {
+		b.waitConnected(1)
+	}
+	shy.waitFramesRising()
+	waitFor(t, "ada to see shy's camera off", connectTimeout, func() (bool, string, error) {
+		ps, err := ada.peers()
+		if err != nil || len(ps) != 1 {
+			return false, fmt.Sprint(ps), err
+		}
+		return !ps[0].Media.Cam && !ps[0].Media.Mic, ps[0].String(), nil
+	})
+	waitText(t, ada, `.tile:not([data-peer="local"]).no-video .avatar`, "S")
+	ada.screenshot("shy-without-camera")
+	shy.screenshot("denied")
 }

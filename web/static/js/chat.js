@@ -27,14 +27,15 @@ export class Chat {
     });
   }
 
-  setOpen(open) {
+  /** Shows or hides the panel; focus: move the keyboard to the message box. */
+  setOpen(open, focus = true) {
     this.panel.hidden = !open;
     this.toggle.setAttribute("aria-pressed", open ? "true" : "false");
     this.toggle.setAttribute("aria-expanded", open ? "true" : "false");
     if (open) {
       this.markRead();
       this.log.scrollTop = this.log.scrollHeight;
-      this.input.focus({ preventScroll: true });
+      if (focus) this.input.focus({ preventScroll: true });
     }
   }
 

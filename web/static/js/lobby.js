@@ -48,6 +48,7 @@ export class Media {
     this.problems = problems;
     for (const t of stream.getTracks()) this.stream.addTrack(t);
     if (!this.stream.getVideoTracks().length) this.cam = false;
+    if (!this.stream.getAudioTracks().length) this.mic = false;
     for (const t of this.stream.getAudioTracks()) t.enabled = this.mic;
     this.resetMeter();
     this.onchange();
@@ -60,7 +61,16 @@ export class Media {
 
   level() { return this.mic && this.meter ? this.meter.level() : 0; }
 
-  setMic(on) {
+  async setMic(on) {
+    if (on && !this.stream.getAudioTracks().length) {
+      // No microphone yet (denied or missing at first): ask again.
+      const { stream, problems } = await openMedia({ audio: true, video: false, audioId: this.micId });
+      this.problems = problems;
+      const track = stream.getAudioTracks()[0];
+      if (!track) { this.onchange(); return; }
+      this.stream.addTrack(track);
+      this.resetMeter();
+    }
     this.mic = on;
     for (const t of this.stream.getAudioTracks()) t.enabled = on;
     this.onchange();
@@ -154,8 +164,11 @@ export class Lobby {
   /** Reflects the media state in the preview and its buttons. */
   render() {
     const m = this.media;
-    if (this.preview.srcObject !== m.stream) this.preview.srcObject = m.stream;
-    this.preview.play().catch(() => {});
+    // A video element with a stream that never delivers a frame holds back
+    // the page's load event: attach the stream only with a camera in it.
+    const src = m.stream.getVideoTracks().length ? m.stream : null;
+    if (this.preview.srcObject !== src) this.preview.srcObject = src;
+    if (src) this.preview.play().catch(() => {});
     $("preview-off").hidden = m.cam;
     setButton(this.micBtn, m.mic ? "mic" : "micOff", m.mic ? "Turn microphone off" : "Turn microphone on", !m.mic);
     setButton(this.camBtn, m.cam ? "cam" : "camOff", m.cam ? "Turn camera off" : "Turn camera on", !m.cam);

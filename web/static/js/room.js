@@ -173,7 +173,9 @@ function enterCall(w) {
   renderLocal();
   renderControls();
   // Chat opens by default where there is room for it beside the videos.
-  chat.setOpen(window.matchMedia("(min-width: 1000px)").matches);
+  chat.setOpen(window.matchMedia("(min-width: 1000px)").matches, false);
+  // Problems met in the lobby (camera denied...) still matter when it was skipped.
+  for (const p of media.problems) toast(p, "warn", 12000);
   if (!w.peers?.length) toast("You are the first one here. Copy the invite link to bring others in.", "info", 8000);
   localTick = setInterval(() => tiles.get("local").setSpeaking(media.level()), 150);
 }
@@ -198,6 +200,7 @@ function renderControls() {
   $("btn-mic").classList.toggle("off", !media.mic);
   $("btn-cam").classList.toggle("off", !media.cam);
   $("btn-screen").classList.toggle("on", sharing);
+  $("btn-chat").classList.toggle("on", !$("chat").hidden);
 }
 
 /** The status line: what the connection is doing, in a few words. */
@@ -277,7 +280,7 @@ function ended(title, text) {
 }
 
 $("rejoin").addEventListener("click", () => location.reload());
-$("btn-mic").addEventListener("click", () => media.setMic(!media.mic));
+$("btn-mic").addEventListener("click", () => media.setMic(!media.mic).catch((err) => toast(err.message, "error")));
 $("btn-cam").addEventListener("click", () => media.setCam(!media.cam).catch((err) => toast(err.message, "error")));
 $("btn-sound").addEventListener("click", () => { tiles.unblockAudio(); $("btn-sound").hidden = true; });
 $("btn-leave").addEventListener("click", () => {
