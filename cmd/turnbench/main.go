@@ -57,6 +57,7 @@ type options struct {
 	bindWindow     int
 	keep           bool
 	cpuProfile     string
+	verbose        bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -77,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.bindSockets, "binding-sockets", 8, "client sockets of the Binding scenario (d); several, so SO_REUSEPORT servers spread them")
 	fs.IntVar(&o.bindWindow, "binding-window", 16, "requests in flight per socket in (d)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the servers' temp folders (configs and logs)")
+	fs.BoolVar(&o.verbose, "v", false, "log every trial of the rate search")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the generator's own CPU profile to `file` (what the load costs)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -136,7 +138,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if _, err := raiseOpenFiles(); err != nil {
 		log.Warn("open files limit not raised", "err", err)
 	}
