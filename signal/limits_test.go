@@ -3,6 +3,7 @@ package signal
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -290,6 +291,42 @@ func TestTokenBucket(t *testing.T) {
 	} {
 		if got := c.allow(t0.Add(step.at)); got != step.want {
 			t.Fatalf("allow at %s = %v, want %v (tokens %.2f)", step.at, got, step.want, c.tokens)
+		}
+	}
+}
+
+// TestHistoryRing: the room's chat ring keeps the newest, oldest first,
+// also when [signal] history changes under it (SetConfig).
+func TestHistoryRing(t *testing.T) {
+	var r room
+	seqs := func() (out []int64) {
+		for _, m := range r.chatsAfter(0) {
+			out = append(out, m.Seq)
+		}
+		return out
+	}
+	seq := int64(0)
+	add := func(n, max int) {
+		for range n {
+			seq++
+			r.addChat(chatMsg{Seq: seq}, max)
+		}
+	}
+	for _, step := range []struct {
+		n, max int
+		want   []int64
+	}{
+		{5, 3, []int64{3, 4, 5}},
+		{1, 3, []int64{4, 5, 6}},
+		{1, 5, []int64{4, 5, 6, 7}}, // grown
+		{2, 5, []int64{5, 6, 7, 8, 9}},
+		{1, 2, []int64{9, 10}}, // shrunk
+		{1, 0, nil},            // off
+		{2, 2, []int64{12, 13}},
+	} {
+		add(step.n, step.max)
+		if got := seqs(); !slices.Equal(got, step.want) {
+			t.Fatalf("after %d more with history %d: %v, want %v", step.n, step.max, got, step.want)
 		}
 	}
 }

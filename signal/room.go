@@ -57,6 +57,12 @@ func (r *room) broadcast(b []byte, except *peer) {
 }
 
 func (r *room) addChat(m chatMsg, max int) {
+	if len(r.history) > max || (r.head != 0 && len(r.history) < max) {
+		// [signal] history changed under a full ring (SetConfig): lay the
+		// ring out oldest first, keep the newest max, and go on from there.
+		h := r.chatsAfter(-1)
+		r.history, r.head = h[len(h)-min(len(h), max):], 0
+	}
 	if max == 0 {
 		return
 	}
