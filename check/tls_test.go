@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"math/big"
@@ -15,6 +16,8 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -278,5 +281,80 @@ func TestTURNRefusesCredentials(t *testing.T) {
 	}
 	if r.udpAlloc != nil {
 		t.Error("a failed allocation was kept")
+	}
+}
+
+// writePEM writes cert and its key as the files [tls] cert_file and
+// key_file name.
+func writePEM(t *testing.T, cert tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// callbox serving HTTPS and TURN over TLS itself, from certificate files,
+// on its own port and shared with HTTPS (tls_on_https): with a good
+// certificate every check passes, turns: included; with an expired one
+// both HTTPS and turns: fail and say to renew it.
+func TestCallboxWithTLS(t *testing.T) {
+	ca := newTestCA(t)
+	now := time.Now()
+	day := 24 * time.Hour
+	good := ca.leaf(t, now.Add(-time.Hour), now.Add(60*day), "127.0.0.1")
+	expired := ca.leaf(t, now.Add(-90*day), now.Add(-day), "127.0.0.1")
+	cases := []struct {
+		name       string
+		cert       tls.Certificate
+		tlsListen  bool
+		tlsOnHTTPS bool
+		want       Status
+	}{
+		{name: "turns on its own port", cert: good, tlsListen: true, want: OK},
+		{name: "turns on the HTTPS port", cert: good, tlsOnHTTPS: true, want: OK},
+		{name: "expired certificate", cert: expired, tlsListen: true, want: Fail},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.TLS.CertFile, cfg.TLS.KeyFile = writePEM(t, tc.cert)
+			cfg.HTTP.HTTPSListen = "127.0.0.1:0"
+			if tc.tlsListen {
+				cfg.TURN.TLSListen = "127.0.0.1:0"
+			}
+			cfg.TURN.TLSOnHTTPS = tc.tlsOnHTTPS
+			a := startApp(t, cfg)
+			opts := testOptions(a.HTTPSURL())
+			opts.RootCAs = ca.pool
+			rep := runCheck(t, opts)
+			if rep.Failed() != (tc.want == Fail) {
+				t.Errorf("Failed() = %v, want %v", rep.Failed(), tc.want == Fail)
+			}
+			for _, name := range []string{NameHTTPS, NameTURNTLS} {
+				res := mustGet(t, rep, name)
+				if res.Status != tc.want {
+					t.Errorf("%s: %s (%s), want %s", name, res.Status, res.Detail, tc.want)
+				}
+				if tc.want == Fail && !strings.Contains(res.Advice, "renew it") {
+					t.Errorf("%s advice %q, want it to say renew it", name, res.Advice)
+				}
+			}
+			// Past the certificate, the rest is checked and healthy.
+			for _, name := range []string{NameWebSocket, NameTURNUDP, NameTURNTCP, NameRelay} {
+				if res := mustGet(t, rep, name); res.Status != OK {
+					t.Errorf("%s: %s (%s), want ok", name, res.Status, res.Detail)
+				}
+			}
+		})
 	}
 }
