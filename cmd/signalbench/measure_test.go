@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -57,6 +58,9 @@ func TestMeasure(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			needTool(t, tt.tool, tt.pkg)
+			if _, err := os.Stat(filepath.Join(repo, "bench", "peerjs", "node_modules")); tt.tool == "node" && err != nil {
+				needTool(t, "npm", "npm") // startPeerJS installs the server with npm ci
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			srv, err := tt.start(ctx)
