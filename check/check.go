@@ -31,17 +31,19 @@ const (
 
 // Check names, in the order Run reports them.
 const (
-	NameURL       = "url"
-	NameDNS       = "dns"
-	NameHTTPS     = "https"
-	NamePage      = "page"
-	NameWebSocket = "websocket"
-	NameICE       = "ice-servers"
-	NameSTUN      = "stun"
-	NameTURNUDP   = "turn-udp"
-	NameTURNTCP   = "turn-tcp"
-	NameTURNTLS   = "turn-tls"
-	NameRelay     = "relay"
+	NameURL   = "url"
+	NameDNS   = "dns"
+	NameHTTPS = "https"
+	NamePage  = "page"
+	// NamePublicAddress is the server's own view of its relay address (/api/info).
+	NamePublicAddress = "public-address"
+	NameWebSocket     = "websocket"
+	NameICE           = "ice-servers"
+	NameSTUN          = "stun"
+	NameTURNUDP       = "turn-udp"
+	NameTURNTCP       = "turn-tcp"
+	NameTURNTLS       = "turn-tls"
+	NameRelay         = "relay"
 )
 
 // Result is one check.
@@ -271,6 +273,7 @@ func Run(ctx context.Context, opts Options) Report {
 		{NameDNS, r.checkDNS},
 		{NameHTTPS, r.checkHTTPS},
 		{NamePage, r.checkPage},
+		{NamePublicAddress, r.checkPublicAddress},
 		{NameWebSocket, r.checkWebSocket},
 		{NameICE, func(context.Context) { r.checkICE() }},
 		{NameSTUN, r.checkSTUN},

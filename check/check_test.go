@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -79,7 +81,7 @@ func TestHealthy(t *testing.T) {
 		t.Fatal("a healthy server failed the check")
 	}
 	want := map[string]Status{
-		NameDNS: Skip, NameHTTPS: OK, NamePage: OK, NameWebSocket: OK, NameICE: OK,
+		NameDNS: Skip, NameHTTPS: OK, NamePage: OK, NamePublicAddress: OK, NameWebSocket: OK, NameICE: OK,
 		NameSTUN: Warn, NameTURNUDP: OK, NameTURNTCP: OK, NameTURNTLS: Skip, NameRelay: OK,
 	}
 	if len(rep.Checks) != len(want) {
@@ -255,5 +257,52 @@ func TestOutOfTime(t *testing.T) {
 		if res := mustGet(t, rep, name); res.Status != Skip || !strings.Contains(res.Detail, "out of time") {
 			t.Errorf("%s: %+v, want skipped for lack of time", name, res)
 		}
+	}
+}
+
+// What the server says of its own relay address (/api/info): a VPS behind
+// 1:1 NAT without turn.public_ip cannot be built on loopback, so its answer
+// is served here as callbox's app package writes it.
+func TestPublicAddressFromInfo(t *testing.T) {
+	cases := []struct {
+		name   string
+		status int
+		body   string
+		want   Status
+		detail string
+	}{
+		{name: "set", status: 200, body: `{"tls":true,"turn":{"relayAddress":"203.0.113.7","publicIpSet":true}}`, want: OK, detail: "203.0.113.7 (turn.public_ip)"},
+		{name: "private without public_ip", status: 200,
+			body: `{"turn":{"relayAddress":"10.0.0.5","publicIpSet":false,"addressProblem":"relay address 10.0.0.5 is private or loopback but the listener 0.0.0.0:3478 is not"}}`,
+			want: Fail, detail: "10.0.0.5 is private"},
+		{name: "older server", status: 404, body: "404 page not found", want: Skip, detail: "no /api/info"},
+		{name: "broken", status: 200, body: "<html>", want: Warn, detail: "/api/info"},
+		{name: "error", status: 500, body: "", want: Warn, detail: "500"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/api/info" {
+					http.NotFound(w, r)
+					return
+				}
+				w.WriteHeader(tc.status)
+				io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			tg, err := ParseTarget(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &runner{target: tg, opts: Options{StepTimeout: 2 * time.Second}, log: slog.New(slog.DiscardHandler)}
+			r.checkPublicAddress(context.Background())
+			res := mustGet(t, r.report, NamePublicAddress)
+			if res.Status != tc.want || !strings.Contains(res.Detail, tc.detail) {
+				t.Errorf("got %+v, want %s with %q", res, tc.want, tc.detail)
+			}
+			if tc.want == Fail && !strings.Contains(res.Advice, "turn.public_ip") {
+				t.Errorf("advice %q, want it to name turn.public_ip", res.Advice)
+			}
+		})
 	}
 }

@@ -82,3 +82,15 @@ func FuzzDecodeServerMsg(f *testing.F) {
 		}
 	})
 }
+
+// /api/info is outside input too.
+func FuzzDecodeInfo(f *testing.F) {
+	f.Add([]byte(`{"tls":true,"turn":{"relayAddress":"203.0.113.7","publicIpSet":true,"uris":["turn:a:3478?transport=udp"],"stun":["stun:a:3478"],"relaysIpv6":false}}`))
+	f.Add([]byte(`{"turn":{"relayAddress":"10.0.0.5","addressProblem":"relay address 10.0.0.5 is private"}}`))
+	f.Add([]byte(`{"turn":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if v, err := decodeInfo(b); err == nil && v == nil {
+			t.Fatal("nil info without an error")
+		}
+	})
+}
