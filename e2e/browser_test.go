@@ -40,6 +40,27 @@ func TestBrowserCall(t *testing.T) {
 	}
 	ada.screenshot("chat")
 	grace.screenshot("chat")
+
+	// With her chat closed, grace gets an unread count and a marker.
+	grace.do("close chat", chromedp.Click(chromedp.CSS("#chat-close")))
+	sendChat(t, ada, "are you there?")
+	waitText(t, grace, "#chat-badge", "1")
+	if n := mustEval[int](grace, `document.querySelectorAll("#chat-log .chat-divider").length`); n != 1 {
+		t.Errorf("grace's chat has %d unread markers, want 1", n)
+	}
+	grace.screenshot("unread")
+	grace.do("open chat", chromedp.Click(chromedp.CSS("#btn-chat")))
+	if hidden := mustEval[bool](grace, `document.getElementById("chat-badge").hidden`); !hidden {
+		t.Error("unread badge still shown after opening the chat")
+	}
+
+	// The fake microphone beeps: the far tile lights up while it does.
+	for _, b := range bs {
+		waitFor(t, b.name+" seeing the other one speak", connectTimeout, func() (bool, string, error) {
+			on, err := eval[bool](b, `!!document.querySelector('.tile.speaking:not([data-peer="local"])')`)
+			return on, "", err
+		})
+	}
 }
 
 // sendChat types text into the chat box and presses Enter, as a person does.
@@ -80,6 +101,9 @@ func TestBrowserRelay(t *testing.T) {
 			bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "&relay=1") }, "ada", "grace")
 			for _, b := range bs {
 				b.waitConnected(1)
+				// Chromium may nominate whichever relay pair answers first and
+				// move to the better one (UDP) a moment later.
+				b.waitRelayedOver(transport)
 			}
 			for _, b := range bs {
 				b.waitFramesRising()
@@ -109,6 +133,46 @@ func TestBrowserRelay(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A relayed call whose UDP path to TURN breaks mid-call recovers by itself
+// onto the TCP relay, and video keeps coming. (Here Chromium moves to the
+// TCP relay pair it already checked, within seconds; the page's own ICE
+// restart is for a connection that stays disconnected or fails.)
+func TestBrowserUDPLossMidCall(t *testing.T) {
+	art := newArtifacts(t)
+	s := startServer(t, art, nil)
+	port := s.TURN().UDPAddr().Port
+	room := randomRoom("restart")
+	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "&relay=1") }, "ada", "grace")
+	for _, b := range bs {
+		b.waitConnected(1)
+		b.waitRelayedOver("udp")
+	}
+	dropUDP(t, art, port)
+	for _, b := range bs {
+		b.waitRelayedOver("tcp")
+	}
+	for _, b := range bs {
+		b.waitFramesRising()
+		ps, _ := b.peers()
+		art.logf("%s after the drop: %v", b.name, ps)
+		b.screenshot("recovered")
+	}
+}
+
+// waitRelayedOver waits until b's only peer is connected through a relay
+// pair whose local candidate reaches TURN over transport.
+func (b *browser) waitRelayedOver(transport string) {
+	b.t.Helper()
+	waitFor(b.t, b.name+" relaying over "+transport, connectTimeout, func() (bool, string, error) {
+		ps, err := b.peers()
+		if err != nil || len(ps) != 1 {
+			return false, fmt.Sprint(ps), err
+		}
+		p := ps[0]
+		return p.ConnectionState == "connected" && p.LocalCandidateType == "relay" && p.RelayProtocol == transport, p.String(), nil
+	})
 }
 
 // dropUDP drops UDP to port on loopback for the rest of the test, so TURN

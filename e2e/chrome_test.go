@@ -338,6 +338,7 @@ type peerFacts struct {
 	FrameHeight         float64 `json:"frameHeight"`
 	BytesReceived       float64 `json:"bytesReceived"`
 	Reconnecting        bool    `json:"reconnecting"`
+	Restarts            int     `json:"restarts"`
 	SendingVideo        string  `json:"sendingVideo"`
 	SendingWidth        float64 `json:"sendingWidth"`
 	Media               struct {
