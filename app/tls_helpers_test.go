@@ -184,3 +184,8 @@ func allocateTLS(t *testing.T, addr string, client *tls.Config, user, pass strin
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// tlsClient runs a client handshake on raw (a conn dialled elsewhere).
+func tlsClient(raw net.Conn, cfg *tls.Config) *tls.Conn {
+	return tls.Client(raw, cfg.Clone())
+}
