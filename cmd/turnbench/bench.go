@@ -187,7 +187,7 @@ func rowOf(r trialResult, rate float64) row {
 		p50: ms(percentile(r.rtts, 50)), p99: ms(percentile(r.rtts, 99)),
 		cpu: r.cpuPerPacket(false), cpuStat: r.cpuPerPacket(true),
 		rssMiB: float64(r.rss) / (1 << 20), searchRate: rate,
-		genCPU: float64(r.genCPU.Microseconds()) / float64(max(1, r.up+r.down)), kernelDrops: r.kernelDrops,
+		genCPU: float64(r.genCPU) / float64(time.Microsecond) / float64(max(1, r.up+r.down)), kernelDrops: r.kernelDrops,
 	}
 }
 

@@ -53,7 +53,7 @@ func (r bindingResult) cpuPerAnswer(stat bool) float64 {
 	if stat {
 		cpu = r.cpuStat
 	}
-	return float64(cpu.Microseconds()) / float64(r.answers)
+	return float64(cpu) / float64(time.Microsecond) / float64(r.answers)
 }
 
 type bindingSocket struct {

@@ -262,13 +262,18 @@ func (r trialResult) cpuPerPacket(stat bool) float64 {
 	if stat {
 		cpu = r.cpuStat
 	}
-	return float64(cpu.Microseconds()) / float64(relayed)
+	return float64(cpu) / float64(time.Microsecond) / float64(relayed)
 }
 
 // runTrial sends size-byte probes at perFlow packets per second on every
 // flow for d, waits for the echoes to return, and measures the server
 // process pid over the window.
 func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, perFlow float64, size int, d time.Duration) (trialResult, error) {
+	// Sampled before the readers start, so an error leaves nothing running.
+	before, err := sampleProc(pid)
+	if err != nil {
+		return trialResult{}, err
+	}
 	id := trial.Add(1)
 	for _, e := range echoes {
 		e.count.Store(0)
@@ -285,10 +290,6 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 			f.in = newBatch(max(2, min(batchSize/4, 256/len(flows))), 2048)
 		}
 		readers.Go(func() { f.read(id) })
-	}
-	before, err := sampleProc(pid)
-	if err != nil {
-		return trialResult{}, err
 	}
 	genBefore, _ := sampleProc(os.Getpid())
 	dropsBefore := udpRcvbufErrors()
