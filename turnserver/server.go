@@ -169,7 +169,9 @@ func parseListen(listen string) (netip.Addr, uint16, error) {
 	var ip netip.Addr
 	switch host {
 	case "":
-		ip = netip.IPv4Unspecified()
+		// ":3478" listens on IPv6 and IPv4 alike (see listenNetworks);
+		// "0.0.0.0:3478" is IPv4 only.
+		ip = netip.IPv6Unspecified()
 	case "localhost":
 		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 	default:
@@ -183,10 +185,7 @@ func parseListen(listen string) (netip.Addr, uint16, error) {
 // listen binds UDP and then TCP on the same port. When the port is chosen
 // by the kernel the TCP port may be taken; it then tries another port.
 func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
-	udpNet, tcpNet := "udp4", "tcp4"
-	if ip.Is6() {
-		udpNet, tcpNet = "udp6", "tcp6"
-	}
+	udpNet, tcpNet := listenNetworks(ip)
 	tries := 1
 	if port == 0 {
 		tries = 10
@@ -228,6 +227,20 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 		return nil
 	}
 	return lastErr
+}
+
+// listenNetworks picks the networks for ip: the IPv6 wildcard gets Go's
+// "udp"/"tcp", which bind one dual-stack socket (IPv4 clients arrive as
+// ::ffff:a.b.c.d, unmapped wherever callbox keys by address); any other
+// address gets its own family only. Relays stay IPv4 either way.
+func listenNetworks(ip netip.Addr) (udpNet, tcpNet string) {
+	switch {
+	case ip.Is6() && ip.IsUnspecified():
+		return "udp", "tcp"
+	case ip.Is6():
+		return "udp6", "tcp6"
+	}
+	return "udp4", "tcp4"
 }
 
 // freeUDPPort asks the kernel for a UDP port nobody holds. Binding port 0

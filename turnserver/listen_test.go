@@ -1,0 +1,31 @@
+package turnserver
+
+import "testing"
+
+// Which sockets turn.listen asks for: ":PORT" is dual-stack, an explicit
+// address is its own family only. (Binding the wildcard is left out: tests
+// bind loopback only.)
+func TestListenNetworks(t *testing.T) {
+	for _, tc := range []struct {
+		listen, ip, udp, tcp string
+	}{
+		{":3478", "::", "udp", "tcp"},
+		{"[::]:3478", "::", "udp", "tcp"},
+		{"0.0.0.0:3478", "0.0.0.0", "udp4", "tcp4"},
+		{"127.0.0.1:3478", "127.0.0.1", "udp4", "tcp4"},
+		{"[::1]:3478", "::1", "udp6", "tcp6"},
+		{"[2001:db8::1]:3478", "2001:db8::1", "udp6", "tcp6"},
+		{"localhost:3478", "127.0.0.1", "udp4", "tcp4"},
+	} {
+		t.Run(tc.listen, func(t *testing.T) {
+			ip, _, err := parseListen(tc.listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			udp, tcp := listenNetworks(ip)
+			if ip.String() != tc.ip || udp != tc.udp || tcp != tc.tcp {
+				t.Errorf("%s: %s %s %s, want %s %s %s", tc.listen, ip, udp, tcp, tc.ip, tc.udp, tc.tcp)
+			}
+		})
+	}
+}
