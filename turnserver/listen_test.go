@@ -29,3 +29,26 @@ func TestListenNetworks(t *testing.T) {
 		})
 	}
 }
+
+func TestConfiguredTURNSURIs(t *testing.T) {
+	for _, tc := range []struct {
+		name, host, tlsListen, want string
+	}{
+		{"with host", "turn.example.com", ":5349", "turns:turn.example.com:5349?transport=tcp"},
+		{"no host: no turns", "", ":5349", ""},
+		{"tls off", "turn.example.com", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Host, cfg.TLSListen = tc.host, tc.tlsListen
+			got := ConfiguredTURNURIs(cfg)
+			last := ""
+			if len(got) == 3 {
+				last = got[2]
+			}
+			if last != tc.want || (tc.want == "" && len(got) != 2) {
+				t.Errorf("ConfiguredTURNURIs = %v, want turns URI %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -24,7 +24,15 @@ func ConfiguredTURNURIs(cfg config.TURN) []string {
 		}
 		host = uriHost(cfg, listenIP, relayIP)
 	}
-	return turnURIs(host, int(port))
+	uris := turnURIs(host, int(port))
+	// turns: only with turn.host, the certificate's name: an IP address
+	// would fail the browser's certificate check.
+	if cfg.TLSListen != "" && cfg.Host != "" {
+		if _, tlsPort, err := net.SplitHostPort(cfg.TLSListen); err == nil && tlsPort != "0" {
+			uris = append(uris, "turns:"+net.JoinHostPort(cfg.Host, tlsPort)+"?transport=tcp")
+		}
+	}
+	return uris
 }
 
 // uriHost is the host clients are told to reach: turn.host, else the
