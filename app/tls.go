@@ -58,7 +58,8 @@ func (a *App) listenTLS(cfg config.Config, reg prometheus.Registerer, topts *tur
 // bound.
 func (a *App) serversTLS(h http.Handler, logger *slog.Logger) {
 	if a.redirectLn != nil {
-		a.redirect = newHTTPServer(a.certs.HTTPHandler(nil), logger)
+		// With TLS off it serves the app itself (docs/tls.md).
+		a.redirect = newHTTPServer(a.certs.HTTPHandler(h), logger)
 	}
 	switch {
 	case a.mux != nil:

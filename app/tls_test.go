@@ -91,3 +91,15 @@ func TestSinglePort(t *testing.T) {
 		t.Errorf("mux counted %d TURN connections, want 1", n)
 	}
 }
+
+// With TLS off, the port-80 listener serves the app itself (a LAN or a
+// demo behind a proxy that terminates TLS).
+func TestRedirectListenWithoutTLSServesApp(t *testing.T) {
+	cfg := testConfig()
+	cfg.HTTP.RedirectListen = "127.0.0.1:0"
+	a, _, _ := startApp(t, cfg)
+	resp, body := get(t, http.DefaultClient, a.RedirectURL()+"/")
+	if resp.StatusCode != 200 || !strings.Contains(body, "<html") {
+		t.Fatalf("GET / on the port-80 listener: %d", resp.StatusCode)
+	}
+}
