@@ -65,7 +65,7 @@ func FuzzClassify(f *testing.F) {
 	})
 }
 
-func testCert(t *testing.T) (server, client *tls.Config) {
+func testCert(t testing.TB) (server, client *tls.Config) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -94,7 +94,9 @@ func testCert(t *testing.T) (server, client *tls.Config) {
 
 // startMux runs a Mux on 127.0.0.1:0 with an HTTP server on HTTP() that
 // reports whether it saw TLS, and an echo server on TURN().
-func startMux(t *testing.T) (*Mux, *tls.Config) {
+func startMux(t *testing.T) (*Mux, *tls.Config) { return startMuxB(t) }
+
+func startMuxB(t testing.TB) (*Mux, *tls.Config) {
 	t.Helper()
 	serverTLS, clientTLS := testCert(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
