@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 )
 
@@ -48,6 +51,9 @@ func TestBrowserStartFlow(t *testing.T) {
 	b.do("phone chat", chromedp.Click(chromedp.CSS("#btn-chat")))
 	b.screenshot("phone-chat")
 	b.do("desktop viewport", chromedp.EmulateReset())
+	b.do("dark theme", darkTheme(true))
+	b.screenshot("dark")
+	b.do("light theme", darkTheme(false))
 
 	// The next call page remembers the name and waits for a click.
 	if err := b.navigate(s.HTTPURL() + "/r/" + randomRoom("next")); err != nil {
@@ -57,6 +63,18 @@ func TestBrowserStartFlow(t *testing.T) {
 	waitFor(t, "the remembered name", actionTimeout, func() (bool, string, error) {
 		name, err := eval[string](b, `document.getElementById("name").value`)
 		return name == "Ada Lovelace", name, err
+	})
+}
+
+// darkTheme makes the page see prefers-color-scheme: dark (or the system's again).
+func darkTheme(on bool) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		p := emulation.SetEmulatedMediaParams{}
+		if on {
+			p.Features = []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}
+		}
+		_, err := cdp.Call(ctx, t, emulation.SetEmulatedMedia, p)
+		return err
 	})
 }
 
