@@ -1,6 +1,9 @@
 package turnserver
 
-import "testing"
+import (
+	"net/netip"
+	"testing"
+)
 
 // Which sockets turn.listen asks for: ":PORT" is dual-stack, an explicit
 // address is its own family only. (Binding the wildcard is left out: tests
@@ -48,6 +51,34 @@ func TestConfiguredTURNSURIs(t *testing.T) {
 			}
 			if last != tc.want || (tc.want == "" && len(got) != 2) {
 				t.Errorf("ConfiguredTURNURIs = %v, want turns URI %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPickRelayAddress(t *testing.T) {
+	addrs := func(ss ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddr(s))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		addrs []netip.Addr
+		want  string
+	}{
+		{"public after private", addrs("127.0.0.1", "10.0.0.5", "203.0.113.10"), "203.0.113.10"},
+		{"only private (1:1 NAT)", addrs("127.0.0.1", "172.31.5.9", "fe80::1"), "172.31.5.9"},
+		{"carrier-grade NAT is private", addrs("100.64.1.2", "198.51.100.4"), "198.51.100.4"},
+		{"ipv6 only", addrs("::1", "2001:db8::5"), "127.0.0.1"},
+		{"link-local skipped", addrs("169.254.1.1", "192.168.1.2"), "192.168.1.2"},
+		{"nothing", nil, "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := pickRelayAddress(tc.addrs); got.String() != tc.want {
+				t.Errorf("pickRelayAddress = %s, want %s", got, tc.want)
 			}
 		})
 	}

@@ -289,12 +289,36 @@ func relayAddress(publicIP string, listenIP netip.Addr) (netip.Addr, error) {
 	if listenIP.IsLoopback() {
 		return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
 	}
-	for _, a := range interfaceAddrs() {
-		if a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
-			return a, nil
+	return pickRelayAddress(interfaceAddrs()), nil
+}
+
+// pickRelayAddress chooses among the host's addresses: a public IPv4
+// address first (a VPS with a private second interface must not advertise
+// that one), else a private one (behind 1:1 NAT: AddressProblem then says
+// to set turn.public_ip), else IPv4 loopback.
+func pickRelayAddress(addrs []netip.Addr) netip.Addr {
+	var private netip.Addr
+	for _, a := range addrs {
+		if !a.Is4() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsUnspecified() {
+			continue
+		}
+		if !isPrivate4(a) {
+			return a
+		}
+		if !private.IsValid() {
+			private = a
 		}
 	}
-	return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
+	if private.IsValid() {
+		return private
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+}
+
+// isPrivate4 is RFC 1918 or carrier-grade NAT (RFC 6598) space: not
+// reachable from the internet.
+func isPrivate4(a netip.Addr) bool {
+	return a.IsPrivate() || netip.MustParsePrefix("100.64.0.0/10").Contains(a)
 }
 
 func interfaceAddrs() []netip.Addr {
@@ -432,8 +456,7 @@ func (s *Server) RelayAddress() netip.Addr { return s.relayIP }
 // unreachableRelay reports a relay address that clients beyond this host's
 // network cannot reach although the listener invites them.
 func unreachableRelay(listenIP, relayIP netip.Addr) bool {
-	return !listenIP.IsLoopback() && (relayIP.IsPrivate() || relayIP.IsLoopback() || relayIP.IsLinkLocalUnicast() ||
-		netip.MustParsePrefix("100.64.0.0/10").Contains(relayIP))
+	return !listenIP.IsLoopback() && (isPrivate4(relayIP) || relayIP.IsLoopback() || relayIP.IsLinkLocalUnicast())
 }
 
 // Close stops the listeners, closes every allocation and waits for the
