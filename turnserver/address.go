@@ -10,8 +10,8 @@ import (
 )
 
 // relayAddress is the address advertised in relay candidates: the public
-// IP, else the listen IP, else (listening on all addresses) the first
-// global IPv4 address of the host. pion v4 relays over IPv4 only.
+// IP, else the listen IP, else (listening on all addresses) the host's
+// address pickRelayAddress chooses. pion v4 relays over IPv4 only.
 func relayAddress(publicIP string, listenIP netip.Addr) (netip.Addr, error) {
 	if publicIP != "" {
 		ip, err := netip.ParseAddr(publicIP)
