@@ -42,9 +42,9 @@ func TestBrowserAccess(t *testing.T) {
 				b.screenshot("password-asked")
 				b.do("wrong password", chromedp.SendKeys(chromedp.CSS("#password"), "wrong password\r"))
 				waitText(t, b, "#lobby-problems", "not right")
-				mustEval[bool](b, `(document.getElementById("password").value = "") === ""`)
+				mustEvalJS[bool](b, `(document.getElementById("password").value = "") === ""`)
 				b.do("right password", chromedp.SendKeys(chromedp.CSS("#password"), password))
-				if got := mustEval[string](b, `document.getElementById("password").value`); got != password {
+				if got := mustEvalJS[string](b, `document.getElementById("password").value`); got != password {
 					t.Fatalf("password field holds %q", got)
 				}
 				b.do("join", chromedp.Click(chromedp.CSS("#join")))
@@ -93,7 +93,7 @@ func TestBrowserAccess(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := startServer(t, art, tt.config)
+			s := startCallbox(t, art, tt.config)
 			room := randomRoom(tt.name)
 			for i := range tt.seats {
 				occupySeat(t, s, room, fmt.Sprintf("seat%d", i))
@@ -115,7 +115,7 @@ func TestBrowserAccess(t *testing.T) {
 
 // occupySeat joins room over a plain WebSocket, as a browser would, and stays
 // until the test ends.
-func occupySeat(t *testing.T, s *server, room, name string) {
+func occupySeat(t *testing.T, s *callboxServer, room, name string) {
 	t.Helper()
 	wsURL := "ws" + strings.TrimPrefix(s.HTTPURL(), "http") + "/ws"
 	d := websocket.Dialer{HandshakeTimeout: actionTimeout}
@@ -146,7 +146,7 @@ func occupySeat(t *testing.T, s *server, room, name string) {
 // waitPhase waits until the call page is in phase (lobby, call, ended).
 func waitPhase(t *testing.T, b *browser, phase string) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s in phase %s", b.name, phase), connectTimeout, func() (bool, string, error) {
+	waitUntil(t, fmt.Sprintf("%s in phase %s", b.name, phase), connectTimeout, func() (bool, string, error) {
 		st, err := b.state()
 		return st.Phase == phase, fmt.Sprintf("%+v", st), err
 	})
@@ -156,8 +156,8 @@ func waitPhase(t *testing.T, b *browser, phase string) {
 func waitText(t *testing.T, b *browser, sel, want string) {
 	t.Helper()
 	js := fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, sel)
-	waitFor(t, fmt.Sprintf("%s showing %q in %s", b.name, want, sel), actionTimeout, func() (bool, string, error) {
-		got, err := eval[string](b, js)
+	waitUntil(t, fmt.Sprintf("%s showing %q in %s", b.name, want, sel), actionTimeout, func() (bool, string, error) {
+		got, err := evalJS[string](b, js)
 		return strings.Contains(got, want), got, err
 	})
 }

@@ -16,14 +16,14 @@ import (
 // camera, joins; the name is remembered for the next call.
 func TestBrowserStartFlow(t *testing.T) {
 	art := newArtifacts(t)
-	s := startServer(t, art, nil)
+	s := startCallbox(t, art, nil)
 	b := startBrowsers(t, art, func(string) string { return s.HTTPURL() + "/" }, "visitor")[0]
 
 	b.screenshot("home")
 	b.do("start a new call",
 		chromedp.Click(chromedp.CSS("#new-call")),
 		chromedp.WaitVisible(chromedp.CSS("#created")))
-	link := mustEval[string](b, `document.getElementById("share-link").value`)
+	link := mustEvalJS[string](b, `document.getElementById("share-link").value`)
 	prefix := s.HTTPURL() + "/r/"
 	room := strings.TrimPrefix(link, prefix)
 	// 20 characters of a 32-letter alphabet, in groups of four: 100 bits.
@@ -34,8 +34,8 @@ func TestBrowserStartFlow(t *testing.T) {
 
 	b.do("join now", chromedp.Click(chromedp.CSS("#open-call")))
 	waitPhase(t, b, "lobby")
-	waitFor(t, "the camera preview", connectTimeout, func() (bool, string, error) {
-		w, err := eval[float64](b, `document.getElementById("preview").videoWidth`)
+	waitUntil(t, "the camera preview", connectTimeout, func() (bool, string, error) {
+		w, err := evalJS[float64](b, `document.getElementById("preview").videoWidth`)
 		return w > 0, "", err
 	})
 	b.screenshot("lobby")
@@ -60,8 +60,8 @@ func TestBrowserStartFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPhase(t, b, "lobby")
-	waitFor(t, "the remembered name", actionTimeout, func() (bool, string, error) {
-		name, err := eval[string](b, `document.getElementById("name").value`)
+	waitUntil(t, "the remembered name", actionTimeout, func() (bool, string, error) {
+		name, err := evalJS[string](b, `document.getElementById("name").value`)
 		return name == "Ada Lovelace", name, err
 	})
 }
@@ -82,7 +82,7 @@ func darkTheme(on bool) chromedp.Action[chromedp.Void] {
 // why nobody sees them, and they see and hear the others.
 func TestBrowserMediaDenied(t *testing.T) {
 	art := newArtifacts(t)
-	s := startServer(t, art, nil)
+	s := startCallbox(t, art, nil)
 	room := randomRoom("denied")
 	deny := map[string][]chromedp.ExecAllocatorOption{
 		"shy": {chromedp.Flag("use-fake-ui-for-media-stream", "deny")},
@@ -93,7 +93,7 @@ func TestBrowserMediaDenied(t *testing.T) {
 		b.waitConnected(1)
 	}
 	shy.waitFramesRising()
-	waitFor(t, "ada to see shy's camera off", connectTimeout, func() (bool, string, error) {
+	waitUntil(t, "ada to see shy's camera off", connectTimeout, func() (bool, string, error) {
 		ps, err := ada.peers()
 		if err != nil || len(ps) != 1 {
 			return false, fmt.Sprint(ps), err

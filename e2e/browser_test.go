@@ -14,7 +14,7 @@ import (
 // Two people join a room, see each other's video and chat both ways.
 func TestBrowserCall(t *testing.T) {
 	art := newArtifacts(t)
-	s := startServer(t, art, nil)
+	s := startCallbox(t, art, nil)
 	room := randomRoom("call")
 	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "") }, "ada", "grace")
 	ada, grace := bs[0], bs[1]
@@ -35,7 +35,7 @@ func TestBrowserCall(t *testing.T) {
 		waitChat(t, b, "hello from ada", "hi ada, grace here")
 	}
 	// Names come from the hub, not from the sender's page.
-	if names := mustEval[string](grace, `[...document.querySelectorAll("#chat-log .msg-name")].map(e => e.textContent).join(",")`); names != "ada,You" {
+	if names := mustEvalJS[string](grace, `[...document.querySelectorAll("#chat-log .msg-name")].map(e => e.textContent).join(",")`); names != "ada,You" {
 		t.Errorf("grace's chat names = %q, want ada,You", names)
 	}
 	ada.screenshot("chat")
@@ -45,19 +45,19 @@ func TestBrowserCall(t *testing.T) {
 	grace.do("close chat", chromedp.Click(chromedp.CSS("#chat-close")))
 	sendChat(t, ada, "are you there?")
 	waitText(t, grace, "#chat-badge", "1")
-	if n := mustEval[int](grace, `document.querySelectorAll("#chat-log .chat-divider").length`); n != 1 {
+	if n := mustEvalJS[int](grace, `document.querySelectorAll("#chat-log .chat-divider").length`); n != 1 {
 		t.Errorf("grace's chat has %d unread markers, want 1", n)
 	}
 	grace.screenshot("unread")
 	grace.do("open chat", chromedp.Click(chromedp.CSS("#btn-chat")))
-	if hidden := mustEval[bool](grace, `document.getElementById("chat-badge").hidden`); !hidden {
+	if hidden := mustEvalJS[bool](grace, `document.getElementById("chat-badge").hidden`); !hidden {
 		t.Error("unread badge still shown after opening the chat")
 	}
 
 	// The fake microphone beeps: the far tile lights up while it does.
 	for _, b := range bs {
-		waitFor(t, b.name+" seeing the other one speak", connectTimeout, func() (bool, string, error) {
-			on, err := eval[bool](b, `!!document.querySelector('.tile.speaking:not([data-peer="local"])')`)
+		waitUntil(t, b.name+" seeing the other one speak", connectTimeout, func() (bool, string, error) {
+			on, err := evalJS[bool](b, `!!document.querySelector('.tile.speaking:not([data-peer="local"])')`)
 			return on, "", err
 		})
 	}
@@ -66,7 +66,7 @@ func TestBrowserCall(t *testing.T) {
 // sendChat types text into the chat box and presses Enter, as a person does.
 func sendChat(t *testing.T, b *browser, text string) {
 	t.Helper()
-	if open := mustEval[bool](b, `!document.getElementById("chat").hidden`); !open {
+	if open := mustEvalJS[bool](b, `!document.getElementById("chat").hidden`); !open {
 		b.do("open chat", chromedp.Click(chromedp.CSS("#btn-chat")))
 	}
 	b.do("chat "+text,
@@ -77,8 +77,8 @@ func sendChat(t *testing.T, b *browser, text string) {
 // waitChat waits until b's chat log shows every text, in order.
 func waitChat(t *testing.T, b *browser, texts ...string) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s's chat to show %q", b.name, texts), actionTimeout, func() (bool, string, error) {
-		got, err := eval[[]string](b, `[...document.querySelectorAll("#chat-log .msg-text")].map(e => e.textContent)`)
+	waitUntil(t, fmt.Sprintf("%s's chat to show %q", b.name, texts), actionTimeout, func() (bool, string, error) {
+		got, err := evalJS[[]string](b, `[...document.querySelectorAll("#chat-log .msg-text")].map(e => e.textContent)`)
 		if err != nil {
 			return false, "", err
 		}
@@ -92,7 +92,7 @@ func TestBrowserRelay(t *testing.T) {
 	for _, transport := range []string{"udp", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
 			art := newArtifacts(t)
-			s := startServer(t, art, nil)
+			s := startCallbox(t, art, nil)
 			port := s.TURN().UDPAddr().Port
 			if transport == "tcp" {
 				dropUDP(t, art, port)
@@ -141,7 +141,7 @@ func TestBrowserRelay(t *testing.T) {
 // restart is for a connection that stays disconnected or fails.)
 func TestBrowserUDPLossMidCall(t *testing.T) {
 	art := newArtifacts(t)
-	s := startServer(t, art, nil)
+	s := startCallbox(t, art, nil)
 	port := s.TURN().UDPAddr().Port
 	room := randomRoom("restart")
 	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "&relay=1") }, "ada", "grace")
@@ -165,7 +165,7 @@ func TestBrowserUDPLossMidCall(t *testing.T) {
 // pair whose local candidate reaches TURN over transport.
 func (b *browser) waitRelayedOver(transport string) {
 	b.t.Helper()
-	waitFor(b.t, b.name+" relaying over "+transport, connectTimeout, func() (bool, string, error) {
+	waitUntil(b.t, b.name+" relaying over "+transport, connectTimeout, func() (bool, string, error) {
 		ps, err := b.peers()
 		if err != nil || len(ps) != 1 {
 			return false, fmt.Sprint(ps), err
@@ -207,7 +207,7 @@ func dropUDP(t *testing.T, art *artifacts, port int) {
 // Three people: every one is connected to both others, video flowing.
 func TestBrowserMesh(t *testing.T) {
 	art := newArtifacts(t)
-	s := startServer(t, art, nil)
+	s := startCallbox(t, art, nil)
 	room := randomRoom("mesh")
 	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "") }, "ada", "grace", "linus")
 	for _, b := range bs {
@@ -224,7 +224,7 @@ func TestBrowserMesh(t *testing.T) {
 // ids) and the media, which never went through the hub, keeps flowing.
 func TestBrowserResume(t *testing.T) {
 	art := newArtifacts(t)
-	s := startServer(t, art, nil)
+	s := startCallbox(t, art, nil)
 	room := randomRoom("resume")
 	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "") }, "ada", "grace")
 	ids := map[*browser]pageState{}
@@ -243,7 +243,7 @@ func TestBrowserResume(t *testing.T) {
 	}
 	for _, b := range bs {
 		before := ids[b]
-		waitFor(t, b.name+" resuming its session", connectTimeout, func() (bool, string, error) {
+		waitUntil(t, b.name+" resuming its session", connectTimeout, func() (bool, string, error) {
 			st, err := b.state()
 			if err != nil {
 				return false, "", err
@@ -276,7 +276,7 @@ func TestBrowserResume(t *testing.T) {
 // (1280, 960, 640, 480…) never produce.
 func TestBrowserScreenShare(t *testing.T) {
 	art := newArtifacts(t)
-	s := startServer(t, art, nil)
+	s := startCallbox(t, art, nil)
 	room := randomRoom("screen")
 	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "") }, "ada", "grace")
 	ada, grace := bs[0], bs[1]
@@ -288,7 +288,7 @@ func TestBrowserScreenShare(t *testing.T) {
 	// A real click: getDisplayMedia needs a user gesture.
 	ada.do("share screen", chromedp.Click(chromedp.CSS("#btn-screen")))
 	var width float64
-	waitFor(t, "ada sending her screen", actionTimeout, func() (bool, string, error) {
+	waitUntil(t, "ada sending her screen", actionTimeout, func() (bool, string, error) {
 		ps, err := ada.peers()
 		if err != nil || len(ps) != 1 {
 			return false, fmt.Sprint(ps), err
@@ -304,7 +304,7 @@ func TestBrowserScreenShare(t *testing.T) {
 	grace.screenshot("sees-screen")
 
 	ada.do("stop sharing", chromedp.Click(chromedp.CSS("#btn-screen")))
-	waitFor(t, "ada sending her camera", actionTimeout, func() (bool, string, error) {
+	waitUntil(t, "ada sending her camera", actionTimeout, func() (bool, string, error) {
 		ps, err := ada.peers()
 		if err != nil || len(ps) != 1 {
 			return false, fmt.Sprint(ps), err
@@ -321,7 +321,7 @@ func TestBrowserScreenShare(t *testing.T) {
 // waitRemoteVideo waits until b's only remote peer satisfies ok.
 func waitRemoteVideo(t *testing.T, b *browser, what string, ok func(peerFacts) bool) {
 	t.Helper()
-	waitFor(t, b.name+" receiving "+what, connectTimeout, func() (bool, string, error) {
+	waitUntil(t, b.name+" receiving "+what, connectTimeout, func() (bool, string, error) {
 		ps, err := b.peers()
 		if err != nil || len(ps) != 1 {
 			return false, fmt.Sprint(ps), err
@@ -371,15 +371,15 @@ func TestBrowserCheck(t *testing.T) {
 			// the dropped port belongs to this subtest's server alone.
 			t.Parallel()
 			art := newArtifacts(t)
-			s := startServer(t, art, nil)
+			s := startCallbox(t, art, nil)
 			if tt.dropUDP {
 				dropUDP(t, art, s.TURN().UDPAddr().Port)
 			}
 			b := startBrowsers(t, art, func(string) string { return s.HTTPURL() + "/check" }, "check")[0]
 			var res checkResult
-			waitFor(t, "the check to finish", connectTimeout, func() (bool, string, error) {
+			waitUntil(t, "the check to finish", connectTimeout, func() (bool, string, error) {
 				var err error
-				res, err = eval[checkResult](b, `window.callboxCheck ? window.callboxCheck.done : null`)
+				res, err = evalJS[checkResult](b, `window.callboxCheck ? window.callboxCheck.done : null`)
 				return err == nil, "", err
 			})
 			art.logf("check result: %+v", res)

@@ -122,15 +122,15 @@ func (a *artifacts) logf(format string, args ...any) {
 	fmt.Fprintf(a, "%8.3fs test: %s\n", time.Since(a.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
-// server is a callbox running in-process for one test.
-type server struct {
+// callboxServer is a callbox running in-process for one test.
+type callboxServer struct {
 	*app.App
 	art *artifacts
 }
 
-// startServer runs callbox on 127.0.0.1 with ephemeral ports and relaying
+// startCallbox runs callbox on 127.0.0.1 with ephemeral ports and relaying
 // to loopback allowed (the browsers' relay candidates are on 127.0.0.1).
-func startServer(t *testing.T, art *artifacts, edit func(*config.Config)) *server {
+func startCallbox(t *testing.T, art *artifacts, edit func(*config.Config)) *callboxServer {
 	t.Helper()
 	cfg := config.Default()
 	cfg.HTTP.Listen = "127.0.0.1:0"
@@ -160,7 +160,7 @@ func startServer(t *testing.T, art *artifacts, edit func(*config.Config)) *serve
 		}
 	})
 	art.logf("callbox at %s, TURN udp %s tcp %s", a.HTTPURL(), a.TURN().UDPAddr(), a.TURN().TCPAddr())
-	return &server{App: a, art: art}
+	return &callboxServer{App: a, art: art}
 }
 
 // browser is one headless Chromium with one tab.
@@ -246,7 +246,7 @@ func (b *browser) navigate(url string) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		// Chromium sometimes never reports the load as finished although the
 		// page runs (seen with denied media permissions): trust the document.
-		if state, err2 := eval[string](b, `document.readyState`); err2 == nil && state != "loading" {
+		if state, err2 := evalJS[string](b, `document.readyState`); err2 == nil && state != "loading" {
 			b.art.logf("%s: load not reported after %v, document is %s: going on", b.name, browserStartTimeout, state)
 			return nil
 		}
@@ -257,17 +257,17 @@ func (b *browser) navigate(url string) error {
 	return nil
 }
 
-// eval evaluates js (awaiting a promise) and decodes its JSON value into T.
-func eval[T any](b *browser, js string) (T, error) {
+// evalJS evaluates js (awaiting a promise) and decodes its JSON value into T.
+func evalJS[T any](b *browser, js string) (T, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, actionTimeout)
 	defer cancel()
 	return chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
 }
 
-// mustEval is eval that fails the test.
-func mustEval[T any](b *browser, js string) T {
+// mustEvalJS is evalJS that fails the test.
+func mustEvalJS[T any](b *browser, js string) T {
 	b.t.Helper()
-	v, err := eval[T](b, js)
+	v, err := evalJS[T](b, js)
 	if err != nil {
 		b.t.Fatalf("%s: eval %s: %v", b.name, js, err)
 	}
@@ -285,9 +285,9 @@ func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
-// waitFor polls check every 250 ms until it reports done, or fails after timeout.
+// waitUntil polls check every 250 ms until it reports done, or fails after timeout.
 // check returns a description of the current state for the failure message.
-func waitFor(t *testing.T, what string, timeout time.Duration, check func() (bool, string, error)) {
+func waitUntil(t *testing.T, what string, timeout time.Duration, check func() (bool, string, error)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := ""
@@ -362,18 +362,18 @@ type pageState struct {
 }
 
 func (b *browser) peers() ([]peerFacts, error) {
-	return eval[[]peerFacts](b, `window.callbox ? window.callbox.peers() : []`)
+	return evalJS[[]peerFacts](b, `window.callbox ? window.callbox.peers() : []`)
 }
 
 func (b *browser) state() (pageState, error) {
-	return eval[pageState](b, `window.callbox ? window.callbox.state() : {phase: "loading"}`)
+	return evalJS[pageState](b, `window.callbox ? window.callbox.state() : {phase: "loading"}`)
 }
 
 // waitConnected waits until b has n remote peers, all connected.
 func (b *browser) waitConnected(n int) []peerFacts {
 	b.t.Helper()
 	var ps []peerFacts
-	waitFor(b.t, fmt.Sprintf("%s connected to %d peers", b.name, n), connectTimeout, func() (bool, string, error) {
+	waitUntil(b.t, fmt.Sprintf("%s connected to %d peers", b.name, n), connectTimeout, func() (bool, string, error) {
 		var err error
 		ps, err = b.peers()
 		if err != nil {
@@ -400,7 +400,7 @@ func (b *browser) waitFramesRising() {
 	for _, p := range first {
 		base[p.ID] = p.FramesDecoded
 	}
-	waitFor(b.t, b.name+" decoding video from every peer", connectTimeout, func() (bool, string, error) {
+	waitUntil(b.t, b.name+" decoding video from every peer", connectTimeout, func() (bool, string, error) {
 		ps, err := b.peers()
 		if err != nil {
 			return false, "", err
@@ -423,6 +423,6 @@ func randomRoom(prefix string) string {
 }
 
 // callURL is the call page of room joining at once as name, with extra query parameters.
-func callURL(s *server, room, name, extra string) string {
+func callURL(s *callboxServer, room, name, extra string) string {
 	return s.HTTPURL() + "/r/" + room + "?name=" + name + extra
 }
