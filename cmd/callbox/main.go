@@ -1,7 +1,7 @@
 // Command callbox runs a WebRTC call server: signaling hub, STUN/TURN and the
 // web client, in one process.
 //
-//	callbox [-config FILE]                               run the server
+//	callbox [-config FILE]                               run the server; SIGHUP reloads FILE
 //	callbox credentials -config FILE -user NAME [-ttl 1h] print TURN REST credentials
 //	callbox invite -config FILE -room NAME [-ttl 24h]     print an invite link
 //	callbox check [-password P] [-json] URL               check a deployed callbox from outside
@@ -70,7 +70,7 @@ func serveUntil(ctx context.Context, args []string, stderr io.Writer, hup <-chan
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unknown command %q (commands: version, credentials, invite)", fs.Arg(0))
+		return fmt.Errorf("unknown command %q (commands: version, credentials, invite, check)", fs.Arg(0))
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
