@@ -234,7 +234,9 @@ type runner struct {
 	insecure bool
 	welcome  *serverMsg // nil when the WebSocket check failed
 	ice      iceSet
-	udpAlloc *allocation // the turn-udp allocation, reused by the relay check
+	// kept is the first allocation that worked (UDP, else TCP, else TLS),
+	// reused by the relay check with a second one made the same way.
+	kept *allocation
 }
 
 // Run runs every check within opts.Timeout (and ctx) and reports them all;
@@ -304,8 +306,8 @@ func (r *runner) step(ctx context.Context) (context.Context, context.CancelFunc)
 }
 
 func (r *runner) closeAllocations() {
-	if r.udpAlloc != nil {
-		r.udpAlloc.close()
-		r.udpAlloc = nil
+	if r.kept != nil {
+		r.kept.close()
+		r.kept = nil
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +97,9 @@ func TestHealthy(t *testing.T) {
 	}
 	if tls := mustGet(t, rep, NameTURNTLS); !strings.Contains(tls.Detail, "not offered") {
 		t.Errorf("turn-tls: %q, want it to say not offered", tls.Detail)
+	}
+	if g := checkGoroutines(); g != "" {
+		t.Errorf("goroutines of the check still running after Run returned:\n%s", g)
 	}
 	// The allocations the check made are released.
 	deadline := time.Now().Add(5 * time.Second)
@@ -304,5 +308,51 @@ func TestPublicAddressFromInfo(t *testing.T) {
 				t.Errorf("advice %q, want it to name turn.public_ip", res.Advice)
 			}
 		})
+	}
+}
+
+// checkGoroutines returns the stacks of goroutines the check or its pion
+// clients started that are still running, waiting a moment for the ones
+// that are just ending.
+func checkGoroutines() string {
+	var leaked []string
+	for range 50 {
+		leaked = leaked[:0]
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "callbox/check.(*allocation)") || strings.Contains(g, "pion/turn/v4/internal/client") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 {
+			return ""
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return strings.Join(leaked, "\n\n")
+}
+
+// Where UDP gets nowhere, the relay check makes its two clients over TCP.
+func TestRelayOverTCP(t *testing.T) {
+	a := startApp(t, testConfig())
+	cred := a.TURN().Credentials("check-test", time.Hour)
+	r := &runner{opts: Options{StepTimeout: 3 * time.Second, Now: time.Now, Resolver: net.DefaultResolver}, log: slog.New(slog.DiscardHandler)}
+	defer r.closeAllocations()
+	var tcp []string
+	for _, u := range a.TURN().TURNURIs() {
+		if strings.HasSuffix(u, "transport=tcp") {
+			tcp = append(tcp, u)
+		}
+	}
+	r.ice, _ = parseICE([]iceServer{{URLs: tcp, Username: cred.Username, Credential: cred.Password}}, 0)
+	r.checkTURN(context.Background(), NameTURNUDP)
+	r.checkTURN(context.Background(), NameTURNTCP)
+	r.checkRelay(context.Background())
+	if res := mustGet(t, r.report, NameTURNUDP); res.Status != Skip {
+		t.Errorf("turn-udp: %+v, want skip (not offered)", res)
+	}
+	if res := mustGet(t, r.report, NameRelay); res.Status != OK || !strings.Contains(res.Detail, "over TCP") {
+		t.Errorf("relay: %+v, want ok over TCP", res)
 	}
 }

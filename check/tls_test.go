@@ -204,14 +204,30 @@ func tlsFront(t *testing.T, backend string, cert tls.Certificate) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn // guarded by mu
+	)
+	t.Cleanup(func() {
+		ln.Close()
+		// A client the test forgot to close must not hang the cleanup.
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
 			wg.Go(func() { pipe(c, backend) })
 		}
 	})
@@ -258,6 +274,7 @@ func TestTURNOverTLS(t *testing.T) {
 			addr := tlsFront(t, a.TURN().TCPAddr().String(), tc.cert)
 			r := &runner{opts: Options{StepTimeout: 3 * time.Second, Now: time.Now, Resolver: net.DefaultResolver, RootCAs: ca.pool}, log: slog.New(slog.DiscardHandler)}
 			r.ice, _ = parseICE([]iceServer{{URLs: []string{"turns:" + addr + "?transport=tcp"}, Username: cred.Username, Credential: cred.Password}}, 0)
+			defer r.closeAllocations()
 			r.checkTURN(context.Background(), NameTURNTLS)
 			res := mustGet(t, r.report, NameTURNTLS)
 			if res.Status != tc.status || !strings.Contains(res.Detail, tc.detail) {
@@ -274,12 +291,13 @@ func TestTURNRefusesCredentials(t *testing.T) {
 	cred := a.TURN().Credentials("check-test", time.Hour)
 	r := &runner{opts: Options{StepTimeout: 3 * time.Second, Now: time.Now, Resolver: net.DefaultResolver}, log: slog.New(slog.DiscardHandler)}
 	r.ice, _ = parseICE([]iceServer{{URLs: a.TURN().TURNURIs(), Username: cred.Username, Credential: "not-the-password"}}, 0)
+	defer r.closeAllocations()
 	r.checkTURN(context.Background(), NameTURNUDP)
 	res := mustGet(t, r.report, NameTURNUDP)
 	if res.Status != Fail || !strings.Contains(res.Detail, "refused") || !strings.Contains(res.Advice, "turn.secrets") {
 		t.Errorf("got %+v, want a refusal with turn.secrets advice", res)
 	}
-	if r.udpAlloc != nil {
+	if r.kept != nil {
 		t.Error("a failed allocation was kept")
 	}
 }

@@ -19,6 +19,9 @@ import (
 // allocation is one TURN client with its relay. Its read loop is the only
 // goroutine it starts; close waits for it.
 type allocation struct {
+	uri       iceURI // what it was made from
+	tls       bool
+	label     string // UDP, TCP or TLS
 	client    *turn.Client
 	conn      net.PacketConn // to the server: connected UDP, or a stream in turn.STUNConn
 	relay     net.PacketConn
@@ -44,6 +47,16 @@ var turnChecks = map[string]struct {
 	NameTURNUDP: {stun.SchemeTypeTURN, stun.ProtoTypeUDP, "UDP"},
 	NameTURNTCP: {stun.SchemeTypeTURN, stun.ProtoTypeTCP, "TCP"},
 	NameTURNTLS: {stun.SchemeTypeTURNS, stun.ProtoTypeUnknown, "TLS"},
+}
+
+func transportLabel(u iceURI, tlsHost bool) string {
+	switch {
+	case tlsHost:
+		return "TLS"
+	case u.uri.Proto == stun.ProtoTypeTCP:
+		return "TCP"
+	}
+	return "UDP"
 }
 
 // certError is a turns: certificate that failed CertVerdict.
@@ -104,7 +117,7 @@ func (r *runner) allocate(ctx context.Context, u iceURI, tlsHost bool) (*allocat
 		conn.Close()
 		return nil, fmt.Errorf("check: TURN client for %s: %w", server, err)
 	}
-	a := &allocation{client: client, conn: conn, server: server, done: make(chan struct{})}
+	a := &allocation{uri: u, tls: tlsHost, label: transportLabel(u, tlsHost), client: client, conn: conn, server: server, done: make(chan struct{})}
 	go a.readLoop(r.log)
 	// pion's transactions know no context: closing them ends the wait.
 	stop := context.AfterFunc(sctx, client.Close)
@@ -182,8 +195,8 @@ func (r *runner) checkTURN(ctx context.Context, name string) {
 		return
 	}
 	took := time.Since(start).Round(time.Millisecond)
-	if name == NameTURNUDP {
-		r.udpAlloc = a
+	if r.kept == nil {
+		r.kept = a
 	} else {
 		defer a.close()
 	}
@@ -240,15 +253,14 @@ func (r *runner) allocateAdvice(u iceURI, label string, err error) string {
 // checkRelay sends a packet from one relay to another and back: the path
 // of a call between two browsers that both need TURN.
 func (r *runner) checkRelay(ctx context.Context) {
-	a := r.udpAlloc
+	a := r.kept
 	if a == nil {
-		r.add(NameRelay, Skip, "skipped: needs a TURN allocation over UDP (see turn-udp)", "")
+		r.add(NameRelay, Skip, "skipped: needs a TURN allocation (see turn-udp, turn-tcp, turn-tls)", "")
 		return
 	}
-	u, _ := r.ice.find(stun.SchemeTypeTURN, stun.ProtoTypeUDP)
-	b, err := r.allocate(ctx, u, false)
+	b, err := r.allocate(ctx, a.uri, a.tls)
 	if err != nil {
-		r.add(NameRelay, Fail, "second allocation: "+allocateDetail(ctx, err), r.allocateAdvice(u, "UDP", err))
+		r.add(NameRelay, Fail, fmt.Sprintf("second allocation over %s: %s", a.label, allocateDetail(ctx, err)), r.allocateAdvice(a.uri, a.label, err))
 		return
 	}
 	defer b.close()
@@ -268,7 +280,7 @@ func (r *runner) checkRelay(ctx context.Context) {
 		r.add(NameRelay, Fail, fmt.Sprintf("%s ⇄ %s: %s", a.relayAddr, b.relayAddr, describeNetErr(sctx, err)), advice)
 		return
 	}
-	r.add(NameRelay, OK, fmt.Sprintf("a packet went %s → %s and back in %s", a.relayAddr, b.relayAddr, time.Since(start).Round(time.Millisecond)), "")
+	r.add(NameRelay, OK, fmt.Sprintf("a packet went %s → %s and back in %s (clients over %s)", a.relayAddr, b.relayAddr, time.Since(start).Round(time.Millisecond), a.label), "")
 }
 
 func permit(ctx context.Context, a, b *allocation) error {
