@@ -61,6 +61,8 @@ type Mux struct {
 	turn  *chanListener
 	count *prometheus.CounterVec // nil without a Registerer
 	kinds map[string]*atomic.Int64
+	// handshakeTimeout and peekTimeout are the constants; tests shorten them.
+	handshakeTimeout, peekTimeout time.Duration
 
 	lastBadLog atomic.Int64 // unix nanoseconds; bad first bytes log at most every 10 s
 }
@@ -79,6 +81,9 @@ func New(ln net.Listener, cfg *tls.Config, logger *slog.Logger, reg prometheus.R
 		http:  newChanListener(ln.Addr()),
 		turn:  newChanListener(ln.Addr()),
 		kinds: make(map[string]*atomic.Int64),
+
+		handshakeTimeout: handshakeTimeout,
+		peekTimeout:      peekTimeout,
 	}
 	for _, k := range []string{KindHTTP, KindTURN, KindBad, KindHandshake, KindACME} {
 		m.kinds[k] = new(atomic.Int64)
@@ -165,8 +170,8 @@ func temporary(err error) bool {
 // route handshakes, peeks and hands c over, or closes it.
 func (m *Mux) route(ctx context.Context, raw net.Conn) {
 	tc := tls.Server(raw, m.tls)
-	raw.SetDeadline(time.Now().Add(handshakeTimeout)) //nolint:errcheck // fails only on a closed conn
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	raw.SetDeadline(time.Now().Add(m.handshakeTimeout)) //nolint:errcheck // fails only on a closed conn
+	hctx, cancel := context.WithTimeout(ctx, m.handshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
@@ -182,7 +187,7 @@ func (m *Mux) route(ctx context.Context, raw net.Conn) {
 		tc.Close()
 		return
 	}
-	raw.SetDeadline(time.Now().Add(peekTimeout)) //nolint:errcheck
+	raw.SetDeadline(time.Now().Add(m.peekTimeout)) //nolint:errcheck
 	pc := &Conn{Conn: tc}
 	n, err := io.ReadFull(tc, pc.first[:])
 	pc.n = n

@@ -97,6 +97,10 @@ func testCert(t testing.TB) (server, client *tls.Config) {
 func startMux(t *testing.T) (*Mux, *tls.Config) { return startMuxB(t) }
 
 func startMuxB(t testing.TB) (*Mux, *tls.Config) {
+	return startMuxTimeouts(t, handshakeTimeout, peekTimeout)
+}
+
+func startMuxTimeouts(t testing.TB, handshake, peek time.Duration) (*Mux, *tls.Config) {
 	t.Helper()
 	serverTLS, clientTLS := testCert(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -107,6 +111,7 @@ func startMuxB(t testing.TB) (*Mux, *tls.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.handshakeTimeout, m.peekTimeout = handshake, peek
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil {
@@ -234,4 +239,40 @@ func TestMux(t *testing.T) {
 			t.Fatal("plain HTTP not counted as a failed handshake")
 		}
 	})
+}
+
+// Silent clients are closed when the handshake or the peek times out, so
+// they hold a socket only that long.
+func TestMuxTimeouts(t *testing.T) {
+	const bound = 300 * time.Millisecond
+	m, clientTLS := startMuxTimeouts(t, bound, bound)
+	addr := m.Addr().String()
+	for _, tc := range []struct {
+		name string
+		dial func() (net.Conn, error)
+		kind string
+	}{
+		{"silent before the handshake", func() (net.Conn, error) { return net.Dial("tcp", addr) }, KindHandshake},
+		{"silent after the handshake", func() (net.Conn, error) { return tls.Dial("tcp", addr, clientTLS) }, KindBad},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := m.Count(tc.kind)
+			c, err := tc.dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			start := time.Now()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Fatal("read succeeded")
+			}
+			if d := time.Since(start); d > bound+time.Second {
+				t.Errorf("closed after %s, bound %s", d, bound)
+			}
+			if m.Count(tc.kind) != before+1 {
+				t.Errorf("%s count %d, want %d", tc.kind, m.Count(tc.kind), before+1)
+			}
+		})
+	}
 }
