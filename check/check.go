@@ -229,6 +229,8 @@ type runner struct {
 
 	hostAddrs []netip.Addr // the web host's addresses (DNS or the literal)
 	dnsFailed bool
+	// pageFailed: the web server did not answer at all.
+	pageFailed bool
 	// insecure: the certificate failed its check, which is reported once;
 	// the checks after it look past it to say what else is wrong.
 	insecure bool

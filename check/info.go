@@ -41,6 +41,10 @@ func (r *runner) checkPublicAddress(ctx context.Context) {
 		r.add(NamePublicAddress, Skip, "skipped: "+r.target.Host+" does not resolve", "")
 		return
 	}
+	if r.pageFailed {
+		r.add(NamePublicAddress, Skip, "skipped: the web server did not answer (see page)", "")
+		return
+	}
 	sctx, cancel := r.step(ctx)
 	defer cancel()
 	url := r.target.Base() + "/api/info"

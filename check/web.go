@@ -223,6 +223,7 @@ func (r *runner) checkPage(ctx context.Context) {
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
 	if err != nil {
+		r.pageFailed = true
 		r.add(NamePage, Fail, fmt.Sprintf("GET %s: %s", url, describeNetErr(sctx, err)),
 			fmt.Sprintf("is callbox running, and TCP port %s open in the firewall?", r.target.Port))
 		return
