@@ -29,7 +29,7 @@ func testConfig() config.Config {
 }
 
 // startApp runs a real callbox on loopback until the test ends.
-func startApp(t *testing.T, cfg config.Config) *app.App {
+func startApp(t testing.TB, cfg config.Config) *app.App {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
