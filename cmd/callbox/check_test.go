@@ -127,3 +127,21 @@ func TestCheckCommand(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckCAFile(t *testing.T) {
+	notPEM := writeConfig(t, "not a certificate")
+	cases := []struct {
+		name, file, want string
+	}{
+		{name: "missing", file: "/nonexistent/ca.pem", want: "-ca: open"},
+		{name: "not PEM", file: notPEM, want: "no PEM certificates"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := run([]string{"check", "-ca", tc.file, "https://a.example"}, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
