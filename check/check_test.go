@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/callbox/callbox/app"
 	"github.com/callbox/callbox/config"
+	"github.com/callbox/callbox/signal"
 )
 
 func testConfig() config.Config {
@@ -214,6 +216,37 @@ func TestPasswordAndCallLink(t *testing.T) {
 	}
 	if ws := mustGet(t, rep, NameWebSocket); !strings.Contains(ws.Detail, "room standup") {
 		t.Errorf("websocket: %q, want the room of the link", ws.Detail)
+	}
+}
+
+// An invite link passed as the URL admits the check to its room; an
+// expired one fails with its own advice.
+func TestInviteLink(t *testing.T) {
+	cfg := testConfig()
+	cfg.Signal.Access = config.AccessInvite
+	cfg.Signal.InviteSecret = "0123456789abcdef0123456789abcdef"
+	a := startApp(t, cfg)
+	cases := []struct {
+		name    string
+		expires time.Time
+		status  Status
+		detail  string
+	}{
+		{name: "valid", expires: time.Now().Add(time.Hour), status: OK, detail: "joined room standup"},
+		{name: "expired", expires: time.Now().Add(-time.Hour), status: Fail, detail: "invite_expired"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			token := signal.MintInvite(cfg.Signal.InviteSecret, "standup", tc.expires)
+			rep := runCheck(t, testOptions(a.HTTPURL()+"/r/standup?invite="+url.QueryEscape(token)))
+			res := mustGet(t, rep, NameWebSocket)
+			if res.Status != tc.status || !strings.Contains(res.Detail, tc.detail) {
+				t.Errorf("websocket: %+v, want %s with %q", res, tc.status, tc.detail)
+			}
+			if tc.status == Fail && !strings.Contains(res.Advice, "invite link") {
+				t.Errorf("advice %q, want it to ask for an invite link", res.Advice)
+			}
+		})
 	}
 }
 

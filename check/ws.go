@@ -79,7 +79,9 @@ func joinAdvice(code, base, room string) string {
 	switch code {
 	case "unauthorized":
 		return "the server asks for a password ([signal] access = \"password\"): pass -password"
-	case "invite_invalid", "invite_expired":
+	case "invite_expired":
+		return fmt.Sprintf("the invite link has expired: make a fresh one with callbox invite -config FILE -room %s", room)
+	case "invite_invalid":
 		return fmt.Sprintf("the server admits invite links only ([signal] access = \"invite\"): pass an invite link, as callbox check '%s/r/%s?invite=…' (make one with callbox invite), or -invite TOKEN", base, room)
 	case "room_full":
 		return "the room is full: leave -room out to use a throwaway room"
