@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -94,8 +95,12 @@ func TestBrowserRelay(t *testing.T) {
 			art := newArtifacts(t)
 			s := startCallbox(t, art, nil)
 			port := s.TURN().UDPAddr().Port
+			// Chromium may keep a working TCP relay pair even when UDP would
+			// do: take the other transport away so the choice is forced.
 			if transport == "tcp" {
-				dropUDP(t, art, port)
+				dropPort(t, art, "udp", port)
+			} else {
+				dropPort(t, art, "tcp", port)
 			}
 			room := randomRoom("relay-" + transport)
 			bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "&relay=1") }, "ada", "grace")
@@ -135,23 +140,35 @@ func TestBrowserRelay(t *testing.T) {
 	}
 }
 
-// A relayed call whose UDP path to TURN breaks mid-call recovers by itself
-// onto the TCP relay, and video keeps coming. (Here Chromium moves to the
-// TCP relay pair it already checked, within seconds; the page's own ICE
-// restart is for a connection that stays disconnected or fails.)
-func TestBrowserUDPLossMidCall(t *testing.T) {
+// The page restarts ICE when its path breaks: a call relayed over UDP (TCP
+// to TURN blocked, so no TCP relay candidates exist) loses UDP and gets TCP
+// back; only fresh candidates, gathered by an ICE restart, can carry it on.
+func TestBrowserICERestart(t *testing.T) {
 	art := newArtifacts(t)
 	s := startCallbox(t, art, nil)
 	port := s.TURN().UDPAddr().Port
+	allowTCP := dropPort(t, art, "tcp", port)
 	room := randomRoom("restart")
 	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "&relay=1") }, "ada", "grace")
 	for _, b := range bs {
 		b.waitConnected(1)
 		b.waitRelayedOver("udp")
 	}
-	dropUDP(t, art, port)
+	dropPort(t, art, "udp", port)
+	allowTCP()
 	for _, b := range bs {
 		b.waitRelayedOver("tcp")
+	}
+	restarts := 0
+	for _, b := range bs {
+		ps, err := b.peers()
+		if err != nil || len(ps) != 1 {
+			t.Fatalf("%s: peers %v, %v", b.name, ps, err)
+		}
+		restarts += ps[0].Restarts
+	}
+	if restarts == 0 {
+		t.Error("the call moved to TCP without an ICE restart by either page")
 	}
 	for _, b := range bs {
 		b.waitFramesRising()
@@ -175,16 +192,17 @@ func (b *browser) waitRelayedOver(transport string) {
 	})
 }
 
-// dropUDP drops UDP to port on loopback for the rest of the test, so TURN
-// can only be reached over TCP. Needs root (iptables).
-func dropUDP(t *testing.T, art *artifacts, port int) {
+// dropPort drops proto ("udp" or "tcp") packets to port on loopback until
+// the returned func is called or the test ends, so TURN can be reached only
+// the other way. Needs root (iptables).
+func dropPort(t *testing.T, art *artifacts, proto string, port int) (undo func()) {
 	t.Helper()
 	ci := os.Getenv("CI") == "true"
 	if os.Geteuid() != 0 {
 		if ci {
-			t.Fatal("dropping UDP needs root (iptables)")
+			t.Fatal("dropping packets needs root (iptables)")
 		}
-		t.Skip("dropping UDP needs root (iptables); run as root or under CI=true")
+		t.Skip("dropping packets needs root (iptables); run as root or under CI=true")
 	}
 	if _, err := exec.LookPath("iptables"); err != nil {
 		if ci {
@@ -192,16 +210,22 @@ func dropUDP(t *testing.T, art *artifacts, port int) {
 		}
 		t.Skip("iptables not found: install the Debian package iptables")
 	}
-	rule := []string{"INPUT", "-i", "lo", "-p", "udp", "--dport", strconv.Itoa(port), "-j", "DROP"}
+	rule := []string{"INPUT", "-i", "lo", "-p", proto, "--dport", strconv.Itoa(port), "-j", "DROP"}
 	if out, err := exec.Command("iptables", append([]string{"-I"}, rule...)...).CombinedOutput(); err != nil {
 		t.Fatalf("iptables -I %v: %v: %s", rule, err, out)
 	}
-	art.logf("dropping UDP to 127.0.0.1:%d", port)
-	t.Cleanup(func() {
-		if out, err := exec.Command("iptables", append([]string{"-D"}, rule...)...).CombinedOutput(); err != nil {
-			t.Errorf("iptables -D %v: %v: %s", rule, err, out)
-		}
-	})
+	art.logf("dropping %s to 127.0.0.1:%d", proto, port)
+	var once sync.Once
+	undo = func() {
+		once.Do(func() {
+			if out, err := exec.Command("iptables", append([]string{"-D"}, rule...)...).CombinedOutput(); err != nil {
+				t.Errorf("iptables -D %v: %v: %s", rule, err, out)
+			}
+			art.logf("no longer dropping %s to 127.0.0.1:%d", proto, port)
+		})
+	}
+	t.Cleanup(undo)
+	return undo
 }
 
 // Three people: every one is connected to both others, video flowing.
@@ -373,7 +397,7 @@ func TestBrowserCheck(t *testing.T) {
 			art := newArtifacts(t)
 			s := startCallbox(t, art, nil)
 			if tt.dropUDP {
-				dropUDP(t, art, s.TURN().UDPAddr().Port)
+				dropPort(t, art, "udp", s.TURN().UDPAddr().Port)
 			}
 			b := startBrowsers(t, art, func(string) string { return s.HTTPURL() + "/check" }, "check")[0]
 			var res checkResult
