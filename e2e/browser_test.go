@@ -8,8 +8,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/callbox/callbox/config"
 )
 
 // Two people join a room, see each other's video and chat both ways.
@@ -190,6 +193,47 @@ func (b *browser) waitRelayedOver(transport string) {
 		p := ps[0]
 		return p.ConnectionState == "connected" && p.LocalCandidateType == "relay" && p.RelayProtocol == transport, p.String(), nil
 	})
+}
+
+// Fresh TURN credentials pushed by the hub are applied to running calls with
+// setConfiguration, and the relayed call goes on past the first credential's
+// expiry. The shortest lifetime the config allows is a minute, so the hub
+// pushes at about 48 s: this test takes over a minute.
+func TestBrowserICERefresh(t *testing.T) {
+	art := newArtifacts(t)
+	s := startCallbox(t, art, func(c *config.Config) { c.TURN.CredentialTTL = time.Minute })
+	room := randomRoom("refresh")
+	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "&relay=1") }, "ada", "grace")
+	first := map[*browser]string{}
+	for _, b := range bs {
+		ps := b.waitConnected(1)
+		first[b] = ps[0].TURNUsername
+		if first[b] == "" {
+			t.Fatalf("%s: no TURN credential in the connection's configuration", b.name)
+		}
+	}
+	for _, b := range bs {
+		waitUntil(t, b.name+" applying fresh TURN credentials", 2*time.Minute, func() (bool, string, error) {
+			ps, err := b.peers()
+			if err != nil || len(ps) != 1 {
+				return false, fmt.Sprint(ps), err
+			}
+			st, err := b.state()
+			return st.ICEUpdates > 0 && ps[0].TURNUsername != first[b], fmt.Sprintf("%+v %v", st, ps[0]), err
+		})
+	}
+	// Past the first credential's expiry: still relayed, still flowing.
+	expiry := time.Now().Add(15 * time.Second)
+	for _, b := range bs {
+		ps, _ := b.peers()
+		art.logf("%s: credential %s, then %s", b.name, first[b], ps[0].TURNUsername)
+	}
+	time.Sleep(time.Until(expiry))
+	for _, b := range bs {
+		b.waitConnected(1)
+		b.waitFramesRising()
+		b.screenshot("refreshed")
+	}
 }
 
 // dropPort drops proto ("udp" or "tcp") packets to port on loopback until

@@ -341,6 +341,7 @@ type peerFacts struct {
 	Restarts            int     `json:"restarts"`
 	SendingVideo        string  `json:"sendingVideo"`
 	SendingWidth        float64 `json:"sendingWidth"`
+	TURNUsername        string  `json:"turnUsername"`
 	Media               struct {
 		Mic, Cam, Screen bool
 	} `json:"media"`
@@ -353,12 +354,13 @@ func (p peerFacts) String() string {
 
 // pageState is window.callbox.state().
 type pageState struct {
-	Phase     string `json:"phase"`
-	ID        string `json:"id"`
-	Signaling string `json:"signaling"`
-	Peers     int    `json:"peers"`
-	Screen    bool   `json:"screen"`
-	Welcomes  int    `json:"welcomes"`
+	Phase      string `json:"phase"`
+	ID         string `json:"id"`
+	Signaling  string `json:"signaling"`
+	Peers      int    `json:"peers"`
+	Screen     bool   `json:"screen"`
+	Welcomes   int    `json:"welcomes"`
+	ICEUpdates int    `json:"iceUpdates"`
 }
 
 func (b *browser) peers() ([]peerFacts, error) {

@@ -169,6 +169,11 @@ class Peer {
 }
 
 /** What the video sender of pc sends: "screen", "camera" or "none", and its width. */
+function turnUsername(pc) {
+  const s = (pc.getConfiguration().iceServers || []).find((s) => s.username);
+  return s ? s.username : "";
+}
+
 function sending(pc) {
   const track = pc.getSenders().map((s) => s.track).find((t) => t && t.kind === "video");
   if (!track) return { sendingVideo: "none", sendingWidth: 0 };
@@ -201,6 +206,8 @@ export class Call extends EventTarget {
     this.media = { mic: true, cam: true, screen: false };
     this.statsTimer = 0;
     this.sampling = false;
+    /** How many `ice` pushes were applied (fresh TURN credentials). */
+    this.iceUpdates = 0;
 
     sig.addEventListener("welcome", (e) => this.onWelcome(e.detail));
     sig.addEventListener("joined", (e) => this.addPeer(e.detail.peer.id, e.detail.peer.name));
@@ -217,7 +224,10 @@ export class Call extends EventTarget {
       const p = this.peers.get(from) || this.addPeer(from, "");
       if (payload && typeof payload === "object") p.onSignal(payload);
     });
-    sig.addEventListener("ice", (e) => this.setIceServers(e.detail.iceServers));
+    sig.addEventListener("ice", (e) => {
+      this.iceUpdates++;
+      this.setIceServers(e.detail.iceServers);
+    });
   }
 
   emit(type, detail) {
@@ -355,6 +365,7 @@ export class Call extends EventTarget {
     await Promise.all([...this.peers.values()].map((p) => p.sample().catch(() => {})));
     return [...this.peers.values()].map((p) => ({
       ...sending(p.pc),
+      turnUsername: turnUsername(p.pc),
       id: p.id,
       name: p.name,
       connectionState: p.pc.connectionState,

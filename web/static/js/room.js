@@ -10,9 +10,10 @@
 //            localCandidateUrl, rtt, framesDecoded, frameWidth, frameHeight,
 //            bytesReceived, packetsLost, reconnecting, restarts,
 //            media: {mic, cam, screen},       what that peer says it sends
-//            sendingVideo, sendingWidth}>>    what we send it: "camera" | "screen" | "none"
+//            sendingVideo, sendingWidth,     what we send it: "camera" | "screen" | "none"
+//            turnUsername}>>                  the TURN credential its connection uses now
 //            one entry per remote peer, from a fresh getStats
-//   state(): {phase, id, signaling, peers, screen, welcomes, relayOnly}
+//   state(): {phase, id, signaling, peers, screen, welcomes, iceUpdates, relayOnly}
 //   phase is "lobby" | "joining" | "call" | "ended"
 
 import { Signaling } from "./protocol.js";
@@ -76,6 +77,7 @@ window.callbox = {
     peers: call ? call.peers.size : 0,
     screen: !!call?.media.screen,
     welcomes: sig?.welcomes || 0,
+    iceUpdates: call?.iceUpdates || 0,
     relayOnly,
   }),
 };
