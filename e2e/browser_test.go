@@ -200,6 +200,9 @@ func (b *browser) waitRelayedOver(transport string) {
 // expiry. The shortest lifetime the config allows is a minute, so the hub
 // pushes at about 48 s: this test takes over a minute.
 func TestBrowserICERefresh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes over a minute (1-minute credentials); run without -short")
+	}
 	art := newArtifacts(t)
 	s := startCallbox(t, art, func(c *config.Config) { c.TURN.CredentialTTL = time.Minute })
 	room := randomRoom("refresh")

@@ -271,7 +271,10 @@ export class Call extends EventTarget {
     if (id === this.id) return null;
     let p = this.peers.get(id);
     if (p) {
-      if (name) p.name = name;
+      if (name && name !== p.name) {
+        p.name = name;
+        this.emit("peerrenamed", { peer: p });
+      }
       return p;
     }
     p = new Peer(this, id, name);
