@@ -104,3 +104,35 @@ func TestBrowserMediaDenied(t *testing.T) {
 	ada.screenshot("shy-without-camera")
 	shy.screenshot("denied")
 }
+
+// A page served over plain HTTP on a name other than localhost is not a
+// secure context: the browser hides camera and microphone. The page says
+// how to fix it, and the person still joins to watch and listen.
+func TestBrowserInsecureContext(t *testing.T) {
+	art := newArtifacts(t)
+	s := startCallbox(t, art, nil)
+	port := s.HTTPURL()[strings.LastIndex(s.HTTPURL(), ":"):]
+	room := randomRoom("insecure")
+	// callbox.test resolves to 127.0.0.1 for "remote" only: an http:// page
+	// on that name is what a person gets from a LAN server without TLS.
+	remote := map[string][]chromedp.ExecAllocatorOption{
+		"remote": {chromedp.Flag("host-resolver-rules", "MAP callbox.test 127.0.0.1")},
+	}
+	bs := startBrowsersWith(t, art, func(name string) string {
+		if name == "remote" {
+			return "http://callbox.test" + port + "/r/" + room
+		}
+		return callURL(s, room, name, "")
+	}, remote, "ada", "remote")
+	ada, rem := bs[0], bs[1]
+	waitText(t, rem, "#lobby-problems", "HTTPS")
+	if secure := mustEvalJS[bool](rem, `window.isSecureContext`); secure {
+		t.Fatal("the page on callbox.test is a secure context; the test proves nothing")
+	}
+	rem.screenshot("insecure-lobby")
+	rem.do("join", chromedp.SendKeys(chromedp.CSS("#name"), "Remote"), chromedp.Click(chromedp.CSS("#join")))
+	rem.waitConnected(1)
+	ada.waitConnected(1)
+	rem.waitFramesRising()
+	rem.screenshot("watching")
+}
