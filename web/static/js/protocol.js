@@ -34,7 +34,8 @@ export function hubURL(loc = window.location) {
  *   joined, left, renamed, reconnecting, resumed, signal, chat, ice: the server messages
  *   hubnotice  non-fatal error messages {code, reason}
  *   fatal      {error: HubError} the session is over; start a new one to retry
- *   retry      {attempt, delay} the next reconnection attempt is in delay ms
+ *   retry      {attempt, delay, reason} the next reconnection attempt is in delay ms;
+ *              reason: what the hub said when it closed, or "" 
  */
 export class Signaling extends EventTarget {
   /**
@@ -57,6 +58,8 @@ export class Signaling extends EventTarget {
     this.timer = 0;
     this.stopped = false;
     this.welcomed = false;
+    /** Why the hub last closed on us, when it said so (shown with the next retry). */
+    this.lastError = "";
     /** How many welcomes this session had: 1 + the reconnections. */
     this.welcomes = 0;
     /** Messages sent while the socket is down, flushed after the next welcome. */
@@ -143,7 +146,8 @@ export class Signaling extends EventTarget {
       delay = this.attempt === 0 ? 100 : base / 2 + Math.random() * base / 2;
     }
     this.setState(this.welcomed ? "reconnecting" : "connecting");
-    this.emit("retry", { attempt: this.attempt, delay });
+    this.emit("retry", { attempt: this.attempt, delay, reason: this.lastError });
+    this.lastError = "";
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
   }
@@ -203,6 +207,7 @@ export class Signaling extends EventTarget {
           return;
         }
         // too_many_rooms, rate_limited, slow_consumer...: the socket closes, we come back.
+        this.lastError = msg.reason || msg.code;
         this.emit("hubnotice", { code: msg.code, reason: msg.reason });
         return;
     }

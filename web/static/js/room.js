@@ -109,9 +109,11 @@ function wire(sig, call) {
     renderStatus();
   });
   sig.addEventListener("retry", (e) => {
-    if (phase === "joining" && e.detail.attempt > 0) {
-      const s = Math.ceil(e.detail.delay / 1000);
-      lobby.setProblems([`Can't reach the callbox server at ${location.host}. Trying again in ${s} s…`]);
+    const { attempt, delay, reason } = e.detail;
+    if (phase === "joining" && (attempt > 0 || reason)) {
+      const s = Math.ceil(delay / 1000);
+      const why = reason ? `The server says: ${reason}.` : `Can't reach the callbox server at ${location.host}.`;
+      lobby.setProblems([`${why} Trying again in ${s} s…`]);
     }
   });
   sig.addEventListener("state", renderStatus);
