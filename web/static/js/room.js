@@ -54,7 +54,7 @@ const chat = new Chat({
   badge: $("chat-badge"), toggle: $("btn-chat"),
   send: (text) => sig?.chat(text),
 });
-$("chat-close").addEventListener("click", () => chat.setOpen(false));
+$("chat-close").addEventListener("click", () => { chat.setOpen(false); renderControls(); });
 setButton($("chat-close"), "close", "Close chat");
 setButton($("chat-send"), "send", "Send message");
 
