@@ -69,7 +69,9 @@ func (s *server) stop() error {
 func (s *server) waitHTTP(ctx context.Context, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	hc := &http.Client{Timeout: time.Second}
+	// No keep-alive: an idle probe connection would sit in the server
+	// through the whole measurement.
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
