@@ -272,3 +272,36 @@ func FuzzContentSecurityPolicy(f *testing.F) {
 		}
 	})
 }
+
+// What a page load costs the server: the call page and a module, fresh and
+// revalidated (the common case after the first visit).
+func BenchmarkServe(b *testing.B) {
+	mux := http.NewServeMux()
+	Routes(mux)
+	for _, bb := range []struct {
+		name, path string
+		revalidate bool
+	}{
+		{"call-page", "/r/team-standup", false},
+		{"call-page-304", "/r/team-standup", true},
+		{"module", "/static/js/call.js", false},
+		{"module-304", "/static/js/call.js", true},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, bb.path, nil)
+			if bb.revalidate {
+				rec := httptest.NewRecorder()
+				mux.ServeHTTP(rec, req)
+				req.Header.Set("If-None-Match", rec.Header().Get("ETag"))
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				mux.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK && rec.Code != http.StatusNotModified {
+					b.Fatalf("status %d", rec.Code)
+				}
+			}
+		})
+	}
+}
