@@ -185,7 +185,7 @@ func runOne(ctx context.Context, log *slog.Logger, l *launcher, name string, n i
 	var proto protocol
 	switch name {
 	case "callbox":
-		srv, err = l.startCallbox(ctx, n, o.room)
+		srv, err = l.startCallbox(ctx, n, o.room, o.rate)
 		proto = callboxProto{}
 	default:
 		srv, err = l.startPeerJS(ctx, n)

@@ -49,7 +49,7 @@ func TestMeasure(t *testing.T) {
 		start func(ctx context.Context) (*server, error)
 	}{
 		{"callbox", "go", "golang", callboxProto{}, func(ctx context.Context) (*server, error) {
-			return l.startCallbox(ctx, cfg.N, cfg.Room)
+			return l.startCallbox(ctx, cfg.N, cfg.Room, cfg.Rate)
 		}},
 		{"peerjs", "node", "nodejs", peerjsProto{}, func(ctx context.Context) (*server, error) {
 			return l.startPeerJS(ctx, cfg.N)

@@ -108,7 +108,7 @@ type launcher struct {
 
 // startCallbox builds the callbox binary once, writes a config sized for n
 // connections and starts it.
-func (l *launcher) startCallbox(ctx context.Context, n, room int) (*server, error) {
+func (l *launcher) startCallbox(ctx context.Context, n, room int, rate float64) (*server, error) {
 	l.buildOnce.Do(func() {
 		if l.callbox != "" {
 			return
@@ -135,7 +135,7 @@ func (l *launcher) startCallbox(ctx context.Context, n, room int) (*server, erro
 		return nil, err
 	}
 	cfgPath := filepath.Join(l.tmp, "callbox.toml")
-	if err := os.WriteFile(cfgPath, []byte(callboxConfig(httpPort, turnPort, n, room)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(callboxConfig(httpPort, turnPort, n, room, rate)), 0o600); err != nil {
 		return nil, fmt.Errorf("signalbench: write callbox config: %w", err)
 	}
 	out := newTailWriter(4096)
@@ -154,9 +154,10 @@ func (l *launcher) startCallbox(ctx context.Context, n, room int) (*server, erro
 }
 
 // callboxConfig is a config whose limits let n bench clients from one
-// address in rooms of room peers send freely, with metrics and info logs
-// off so the run measures the hub alone.
-func callboxConfig(httpPort, turnPort, n, room int) string {
+// address in rooms of room peers send rate messages per second in all
+// freely (each sends rate/n), with metrics and info logs off so the run
+// measures the hub alone.
+func callboxConfig(httpPort, turnPort, n, room int, rate float64) string {
 	return fmt.Sprintf(`[http]
 listen = "127.0.0.1:%d"
 
@@ -168,7 +169,7 @@ relay_ports = "40000-40100"
 max_connections_per_ip = %d
 max_rooms = %d
 max_peers_per_room = %d
-messages_per_second = 1000.0
+messages_per_second = %.1f
 message_burst = 10000
 
 [metrics]
@@ -176,7 +177,7 @@ listen = ""
 
 [log]
 level = "warn"
-`, httpPort, turnPort, n+100, n+100, max(room, 2))
+`, httpPort, turnPort, n+100, n+100, max(room, 2), max(1000, 4*rate/float64(n)))
 }
 
 // freePort asks the kernel for a free loopback port and releases it for
