@@ -82,7 +82,8 @@ async function gather(u, server) {
 }
 
 function addrOf(c) {
-  return (c.address.includes(":") ? `[${c.address}]` : c.address) + ":" + c.port;
+  const a = c.address.includes(":") && !c.address.startsWith("[") ? `[${c.address}]` : c.address;
+  return a + ":" + c.port;
 }
 
 /** Turns the per-URL results into the report. */
@@ -161,7 +162,7 @@ function render(res, iceServers) {
   $("verdict-text").textContent = `Tested ${iceServers.reduce((n, s) => n + [].concat(s.urls).length, 0)} server addresses handed out by this callbox.`;
   $("advice").replaceChildren(...res.advice.map((a) => el("li", {}, a)));
   const row = (ok, offered, title, good, bad) =>
-    el("li", { class: offered ? (ok ? "good" : "bad") : "skip" },
+    el("li", { class: offered ? (ok ? "good" : "bad") : "na" },
       el("span", { class: "mark", "aria-hidden": "true" }, offered ? (ok ? "✓" : "✗") : "–"),
       el("div", {}, el("strong", {}, title), el("p", { class: "muted" }, offered ? (ok ? good : bad) : "Not offered by this server.")));
   const { udp, tcp, tls } = res.turn;
@@ -177,7 +178,7 @@ function render(res, iceServers) {
     el("td", {}, c.type), el("td", {}, c.protocol + (c.relayProtocol ? ` (to TURN: ${c.relayProtocol})` : "")),
     el("td", {}, addrOf(c)), el("td", {}, c.server))));
   if (res.errors.length) {
-    $("checks").append(el("li", { class: "skip" }, el("span", { class: "mark", "aria-hidden": "true" }, "!"),
+    $("checks").append(el("li", { class: "na" }, el("span", { class: "mark", "aria-hidden": "true" }, "!"),
       el("div", {}, el("strong", {}, "Errors reported by the browser"),
         el("ul", {}, ...res.errors.map((e) => el("li", {}, `${e.server}: ${e.code} ${e.text}`))))));
   }

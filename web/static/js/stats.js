@@ -86,7 +86,7 @@ export function factsFromReport(report) {
 function addr(c) {
   const a = c.address || c.ip || "";
   if (!a) return "";
-  return (a.includes(":") ? `[${a}]` : a) + (c.port ? `:${c.port}` : "");
+  return (a.includes(":") && !a.startsWith("[") ? `[${a}]` : a) + (c.port ? `:${c.port}` : "");
 }
 
 /**
