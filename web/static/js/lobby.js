@@ -141,6 +141,10 @@ export class Lobby {
     for (const [id, kind] of [["cam-select", "video"], ["mic-select", "audio"]]) {
       $(id).addEventListener("change", (e) => this.media.choose(kind, e.target.value));
     }
+    // A headset plugged in while the lobby is open appears in the pickers.
+    navigator.mediaDevices?.addEventListener?.("devicechange", () => {
+      if (!this.root.hidden) this.fillDevices();
+    });
   }
 
   async show() {

@@ -309,6 +309,8 @@ $("btn-screen").addEventListener("click", async () => {
   renderControls();
 });
 $("btn-chat").addEventListener("click", () => renderControls());
+// Phones and some browsers cannot capture the screen: no button that only fails.
+$("btn-screen").hidden = !navigator.mediaDevices?.getDisplayMedia;
 // Leaving the page says goodbye at once, so the others do not wait out the resume window.
 window.addEventListener("pagehide", () => sig?.leave());
 document.addEventListener("keydown", (e) => {
