@@ -220,10 +220,10 @@ func newBrowser(t *testing.T, art *artifacts, exe, name string, extra ...chromed
 		console.Wait()
 	})
 	t.Cleanup(func() { b.screenshot("final") })
-	// Start the browser now, so the console can be subscribed before the page loads.
-	startCtx, cancelStart := context.WithTimeout(ctx, browserStartTimeout)
-	defer cancelStart()
-	if err := chromedp.Do(ctx, chromedp.Func(func(context.Context, *chromedp.Target) error { return startCtx.Err() })); err != nil {
+	// Start the browser and its tab now, so the console is subscribed before
+	// the page loads. No timeout on ctx here (it would end the browser):
+	// WSURLReadTimeout bounds the launch.
+	if err := chromedp.Do(ctx); err != nil {
 		return nil, fmt.Errorf("%s: start chromium: %w", name, err)
 	}
 	messages := chromedp.Console(ctx)
