@@ -6,7 +6,7 @@
 // window.callboxCheck = {done: Promise<Result>, result: Result|null}, where Result is
 //   {ok, stun: {offered, ok, address, sameAsLocal}, turn: {udp, tcp, tls: {offered, ok, address}},
 //    candidates: [{type, protocol, relayProtocol, address, port, server}],
-//    errors: [{server, code, text}], verdict, advice: string[]}
+//    errors: [{server, code, text}], verdict, advice: string[], addressProblem?: string}
 
 import { Signaling, HubError, randomRoomName } from "./protocol.js";
 import { $, el } from "./ui.js";
@@ -188,6 +188,8 @@ async function run(password) {
   $("again").hidden = true;
   $("verdict").dataset.kind = "running";
   $("verdict-title").textContent = "Testing…";
+  // The server's own view of its relay address (turn.public_ip problems), read beside the test.
+  const info = fetch("/api/info").then((r) => (r.ok ? r.json() : null)).catch(() => null);
   let iceServers;
   try {
     iceServers = await hubICEServers(password);
@@ -212,6 +214,11 @@ async function run(password) {
     }
   }
   const res = summarize(await Promise.all(jobs));
+  const problem = (await info)?.turn?.addressProblem;
+  if (problem) {
+    res.addressProblem = problem;
+    res.advice.unshift(`Server configuration: ${problem}`);
+  }
   render(res, iceServers);
   $("again").hidden = false;
   return res;
