@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/callbox/callbox/internal/procfs"
 	"github.com/gorilla/websocket"
 )
 
@@ -113,14 +114,14 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	}
 	res := result{Server: proto.Name(), N: cfg.N}
 	var err error
-	if res.RSSBefore, err = readRSS(srv.pid()); err != nil {
+	if res.RSSBefore, err = procfs.RSS(srv.pid()); err != nil {
 		return res, err
 	}
 
 	// The CPU of both sides during the joins tells which one limited them.
 	self := os.Getpid()
-	srvCPU0, _ := readCPU(srv.pid())
-	selfCPU0, _ := readCPU(self)
+	srvCPU0, _ := procfs.CPU(srv.pid())
+	selfCPU0, _ := procfs.CPU(self)
 	joinStart := time.Now()
 	// Heartbeats start with the first join: a slow join phase must not
 	// outlast the server's alive timeout for the early clients.
@@ -141,8 +142,8 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	}()
 	res.Joined, res.JoinRate = len(clients), joinRate
 	joinSecs := time.Since(joinStart).Seconds()
-	srvCPU1, _ := readCPU(srv.pid())
-	selfCPU1, _ := readCPU(self)
+	srvCPU1, _ := procfs.CPU(srv.pid())
+	selfCPU1, _ := procfs.CPU(self)
 	if len(clients) > 0 {
 		res.CPUPerJoin = (srvCPU1 - srvCPU0) / time.Duration(len(clients))
 	}
@@ -160,15 +161,15 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
-	if res.RSSIdle, err = readRSS(srv.pid()); err != nil {
+	if res.RSSIdle, err = procfs.RSS(srv.pid()); err != nil {
 		return res, err
 	}
 
-	cpu0, err := readCPU(srv.pid())
+	cpu0, err := procfs.CPU(srv.pid())
 	if err != nil {
 		return res, err
 	}
-	selfCPU2, _ := readCPU(self)
+	selfCPU2, _ := procfs.CPU(self)
 	phase := time.Now()
 	res.Sent = r.send(ctx, clients)
 	sendEnd := time.Now()
@@ -176,7 +177,7 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	for deadline := time.Now().Add(3 * time.Second); r.received.Load() < res.Sent && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	cpu1, err := readCPU(srv.pid())
+	cpu1, err := procfs.CPU(srv.pid())
 	if err != nil {
 		return res, err
 	}
@@ -184,7 +185,7 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	res.MsgRate = float64(res.Received) / sendEnd.Sub(phase).Seconds()
 	if res.Received > 0 {
 		res.CPUPerMsg = (cpu1 - cpu0) / time.Duration(res.Received)
-		selfCPU3, _ := readCPU(self)
+		selfCPU3, _ := procfs.CPU(self)
 		// The client's own cost bounds what the latencies can show.
 		log.Info("relayed", "server", proto.Name(), "sent", res.Sent, "received", res.Received,
 			"server_cpu_per_msg", res.CPUPerMsg, "bench_cpu_per_msg", (selfCPU3-selfCPU2)/time.Duration(res.Received))
