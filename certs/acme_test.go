@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/callbox/callbox/internal/testutil"
+
 	"github.com/caddyserver/certmagic"
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
@@ -318,7 +320,7 @@ func verifyHTTPS(t *testing.T, addr, domain string, roots *x509.CertPool) {
 // returns promptly when its context ends.
 func TestACMERetry(t *testing.T) {
 	peb := startPebble(t, closedPort(t), closedPort(t), startDNS(t), 60)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	m, err := New(config.TLS{
 		ACMEDomains: []string{"fails.callbox.test"},
 		ACMECA:      peb.dirURL,
@@ -337,24 +339,6 @@ func TestACMERetry(t *testing.T) {
 	if _, err := servedCert(t, serveTLS(t, m), "fails.callbox.test"); err == nil {
 		t.Error("a certificate was served although none could be obtained")
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
 
 func countLines(s, substr string) int {

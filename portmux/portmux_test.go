@@ -2,20 +2,17 @@ package portmux
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/callbox/callbox/internal/testutil"
 )
 
 func TestClassify(t *testing.T) {
@@ -67,29 +64,12 @@ func FuzzClassify(f *testing.F) {
 
 func testCert(t testing.TB) (server, client *tls.Config) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		DNSNames:     []string{"mux.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
+	c := testutil.SelfSigned(t, time.Hour, "mux.test")
 	return &tls.Config{
-			Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+			Certificates: []tls.Certificate{c.TLSCertificate()},
 			NextProtos:   []string{"h2", "http/1.1", acmeTLS1},
 		},
-		&tls.Config{RootCAs: pool, ServerName: "mux.test"}
+		c.ClientConfig("mux.test")
 }
 
 // startMux runs a Mux on 127.0.0.1:0 with an HTTP server on HTTP() that

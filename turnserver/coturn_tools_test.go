@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/callbox/callbox/internal/testutil"
 )
 
 // toolTimeout bounds one run of a coturn tool; a healthy run of the small
@@ -135,7 +137,7 @@ func startCoturnPeer(t *testing.T) int {
 			t.Fatalf("free port: %v", err)
 		}
 		cmd := exec.Command(path, "-L", "127.0.0.1", "-p", strconv.Itoa(port))
-		var out syncBuffer
+		var out testutil.SyncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start %s: %v", path, err)
@@ -249,23 +251,4 @@ func udpPorts(b []byte) (src, dst uint16, ok bool) {
 		return 0, 0, false
 	}
 	return uint16(b[0])<<8 | uint16(b[1]), uint16(b[2])<<8 | uint16(b[3]), true
-}
-
-// syncBuffer is a bytes.Buffer safe for a child's stdout and stderr writers
-// and a test reading it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

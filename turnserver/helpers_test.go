@@ -1,7 +1,6 @@
 package turnserver
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/callbox/callbox/internal/testutil"
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
@@ -25,24 +26,6 @@ const (
 	testSecret  = "test-secret-0123456789"
 	testSecret2 = "second-secret-abcdefghij"
 )
-
-// syncBuffer collects log output written from server goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // testConfig is the default TURN section on loopback with a kernel-chosen
 // port, loopback peers allowed (every test peer is on 127.0.0.1) and two
@@ -59,12 +42,12 @@ func testConfig() config.TURN {
 type testServer struct {
 	*Server
 	reg  *prometheus.Registry
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 }
 
 func startServer(t *testing.T, cfg config.TURN, protected ...netip.AddrPort) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	reg := prometheus.NewRegistry()
 	s, err := New(cfg, Options{
 		Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/callbox/callbox/config"
+	"github.com/callbox/callbox/internal/testutil"
 	"github.com/callbox/callbox/turnserver"
 )
 
@@ -29,7 +30,7 @@ func startInteropServer(t *testing.T) *turnserver.Server {
 	cfg.AllowLoopbackPeers = true
 	cfg.UDPSockets = 2
 	cfg.UserQuota = 0
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	s, err := turnserver.New(cfg, turnserver.Options{
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})

@@ -1,20 +1,16 @@
 package turnserver
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/callbox/callbox/internal/testutil"
 
 	"github.com/pion/turn/v4"
 )
@@ -23,32 +19,9 @@ import (
 // "turn.test", and a client config trusting it.
 func testTLS(t *testing.T) (server, client *tls.Config) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "turn.test"},
-		DNSNames:     []string{"turn.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}},
-		&tls.Config{RootCAs: pool, ServerName: "turn.test"}
+	c := testutil.SelfSigned(t, time.Hour, "turn.test")
+	return &tls.Config{Certificates: []tls.Certificate{c.TLSCertificate()}, NextProtos: []string{"h2", "http/1.1"}},
+		c.ClientConfig("turn.test")
 }
 
 // tlsTurnClient is pion's TURN client over TLS to addr (RFC 5766 framing

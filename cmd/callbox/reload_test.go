@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -9,28 +8,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/callbox/callbox/internal/testutil"
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // notifySocket listens where sdNotify writes and returns the states read.
 func notifySocket(t *testing.T) <-chan string {
@@ -71,7 +54,7 @@ func expectState(t *testing.T, states <-chan string, prefix string) {
 }
 
 // waitLog waits for substr in the log after its first from bytes.
-func waitLog(t *testing.T, logs *syncBuffer, from int, substr string) {
+func waitLog(t *testing.T, logs *testutil.SyncBuffer, from int, substr string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String()[from:], substr) {
@@ -99,7 +82,7 @@ listen = ""
 func TestSIGHUPReload(t *testing.T) {
 	states := notifySocket(t)
 	path := writeConfig(t, reloadBase)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	hup := make(chan os.Signal, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
