@@ -2,9 +2,9 @@ package app
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
-	"net/netip"
+
+	"github.com/callbox/callbox/turnserver"
 )
 
 // info is GET /api/info: what a browser (the /check page) or an operator
@@ -51,7 +51,7 @@ func (a *App) serveInfo(w http.ResponseWriter, r *http.Request) {
 // listen on it, but relays are IPv4 (pion/turn v4 has no RFC 6156).
 func (a *App) logHostAddresses() {
 	var v6 []string
-	for _, ip := range interfaceAddrs() {
+	for _, ip := range turnserver.HostAddrs() {
 		if ip.Is6() && ip.IsGlobalUnicast() && !ip.IsPrivate() {
 			v6 = append(v6, ip.String())
 		}
@@ -59,20 +59,4 @@ func (a *App) logHostAddresses() {
 	if len(v6) > 0 {
 		a.log.Info("host has global IPv6 addresses: listeners on \":PORT\" or \"[::]:PORT\" accept IPv6 clients; relays stay IPv4 (pion/turn v4)", "ipv6", v6)
 	}
-}
-
-func interfaceAddrs() []netip.Addr {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if pn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(pn.IP); ok {
-				out = append(out, ip.Unmap())
-			}
-		}
-	}
-	return out
 }

@@ -26,7 +26,7 @@ func relayAddress(publicIP string, listenIP netip.Addr) (netip.Addr, error) {
 	if listenIP.IsLoopback() {
 		return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
 	}
-	return pickRelayAddress(interfaceAddrs()), nil
+	return pickRelayAddress(HostAddrs()), nil
 }
 
 // pickRelayAddress chooses among the host's addresses: a public IPv4
@@ -55,10 +55,14 @@ func pickRelayAddress(addrs []netip.Addr) netip.Addr {
 // isPrivate4 is RFC 1918 or carrier-grade NAT (RFC 6598) space: not
 // reachable from the internet.
 func isPrivate4(a netip.Addr) bool {
-	return a.IsPrivate() || netip.MustParsePrefix("100.64.0.0/10").Contains(a)
+	return a.IsPrivate() || cgnat.Contains(a)
 }
 
-func interfaceAddrs() []netip.Addr {
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// HostAddrs are the addresses of this host's interfaces, IPv4 unmapped;
+// nil when they cannot be listed.
+func HostAddrs() []netip.Addr {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil

@@ -281,7 +281,7 @@ func newRelayGuard(turnPort uint16, listenIP, relayIP netip.Addr, protected []ne
 		g.own = append(g.own, p.Addr().Unmap())
 	}
 	g.own = append(g.own, listenIP, relayIP)
-	g.own = append(g.own, interfaceAddrs()...)
+	g.own = append(g.own, HostAddrs()...)
 	for _, c := range []string{"0.0.0.0/8", "127.0.0.0/8", "::/128", "::1/128"} {
 		g.ownRanges = append(g.ownRanges, netip.MustParsePrefix(c))
 	}
