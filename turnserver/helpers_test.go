@@ -190,12 +190,18 @@ func turnClient(t *testing.T, s *Server, username, password string, tcp bool) *t
 		}
 		conn = c
 	}
+	return startClient(t, conn, server, username, password, s.cfg.Realm)
+}
+
+// startClient runs pion's TURN client over conn against server, closed with the test.
+func startClient(t *testing.T, conn net.PacketConn, server, username, password, realm string) *turn.Client {
+	t.Helper()
 	client, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: server,
 		TURNServerAddr: server,
 		Username:       username,
 		Password:       password,
-		Realm:          s.cfg.Realm,
+		Realm:          realm,
 		Conn:           conn,
 		RTO:            200 * time.Millisecond,
 		LoggerFactory:  slogFactory{log: slog.New(slog.NewTextHandler(io.Discard, nil))},

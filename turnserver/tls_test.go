@@ -2,8 +2,6 @@ package turnserver
 
 import (
 	"crypto/tls"
-	"io"
-	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -32,28 +30,7 @@ func tlsTurnClient(t *testing.T, addr string, clientTLS *tls.Config, username, p
 	if err != nil {
 		t.Fatalf("tls dial %s: %v", addr, err)
 	}
-	conn := turn.NewSTUNConn(c)
-	client, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: addr,
-		TURNServerAddr: addr,
-		Username:       username,
-		Password:       password,
-		Realm:          "callbox",
-		Conn:           conn,
-		RTO:            200 * time.Millisecond,
-		LoggerFactory:  slogFactory{log: slog.New(slog.NewTextHandler(io.Discard, nil))},
-	})
-	if err != nil {
-		t.Fatalf("turn client: %v", err)
-	}
-	if err := client.Listen(); err != nil {
-		t.Fatalf("client listen: %v", err)
-	}
-	t.Cleanup(func() {
-		client.Close()
-		conn.Close()
-	})
-	return client
+	return startClient(t, turn.NewSTUNConn(c), addr, username, password, "callbox")
 }
 
 // relayOnce allocates and sends one packet to peer through the relay.
