@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -44,7 +45,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// serveCallbox is the child: callbox on the config at path until SIGTERM.
+// serveCallbox is the child: callbox on the config at path until SIGTERM,
+// or until its stdin closes (the test binary is gone).
 func serveCallbox(path string) error {
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -53,6 +55,11 @@ func serveCallbox(path string) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	ctx, orphaned := context.WithCancel(ctx)
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		orphaned()
+	}()
 	a, err := app.New(cfg, logger)
 	if err != nil {
 		return err
@@ -70,6 +77,7 @@ type natCallbox struct {
 	config string
 	cert   testutil.Cert
 	cmd    *exec.Cmd
+	stdin  io.Closer
 	done   chan error
 	starts int
 }
@@ -134,12 +142,17 @@ func (s *natCallbox) start() error {
 	cmd.Env = append(os.Environ(), serveEnv+"="+s.config)
 	w := &prefixWriter{art: s.art, prefix: fmt.Sprintf("callbox#%d", s.starts)}
 	cmd.Stdout, cmd.Stderr = w, w
-	// Killed with the test binary if that dies first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// The child stops when this pipe closes, so it never outlives the test
+	// binary. (Not Pdeathsig: that follows the thread that forked, and Go
+	// ends threads.)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start callbox: %w", err)
 	}
-	s.cmd = cmd
+	s.cmd, s.stdin = cmd, stdin
 	s.done = make(chan error, 1)
 	go func() { s.done <- cmd.Wait() }()
 	s.art.logf("callbox #%d started, pid %d", s.starts, cmd.Process.Pid)
@@ -173,7 +186,10 @@ func (s *natCallbox) stop() error {
 	if s.cmd == nil {
 		return nil
 	}
-	defer func() { s.cmd = nil }()
+	defer func() {
+		s.stdin.Close()
+		s.cmd = nil
+	}()
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-s.done:

@@ -300,23 +300,38 @@ func (c *natClient) setUplink(up bool) error {
 }
 
 // inNS runs f on an OS thread moved into namespace ns: sockets f creates
-// belong to ns for their whole life, whichever thread uses them later. The
-// thread is never unlocked, so the runtime ends it rather than reuse it.
+// belong to ns for their whole life, whichever thread uses them later.
+// The thread is moved back before it is unlocked. It must not die instead:
+// a child process started on it (Chromium, with Pdeathsig) would be killed.
 func inNS(ns string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own netns: %w", err)
+			return
+		}
+		defer unix.Close(home)
 		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("open netns %s: %w", ns, err)
 			return
 		}
 		defer unix.Close(fd)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("setns %s: %w", ns, err)
 			return
 		}
-		errc <- f()
+		err = f()
+		// Back home, or the thread stays locked and ends with this goroutine.
+		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }

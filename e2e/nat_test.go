@@ -1,0 +1,297 @@
+//go:build linux
+
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/turn/v4"
+
+	"github.com/callbox/callbox/turnserver"
+)
+
+// What a cell must show about the selected candidate pair.
+type pathWant string
+
+const (
+	wantDirect pathWant = "direct"        // host or srflx/prflx on both ends, no relay
+	wantRelay  pathWant = "relay"         // through a TURN relay of callbox
+	wantTLS    pathWant = "relay-tls-443" // the firewalled side relays over TURN/TLS on port 443
+)
+
+// natCell is one call of the matrix: a client behind a, one behind b.
+type natCell struct {
+	a, b natKind
+	want pathWant
+}
+
+func (c natCell) name() string { return string(c.a) + "-" + string(c.b) }
+
+// natCells are every kind against itself and the mixed pairs that tell
+// something: a symmetric NAT reaches a full cone directly (the cone takes
+// the new port) but not a port-restricted one, and a firewalled client
+// meets a public one through the relay on 443.
+var natCells = []natCell{
+	{natNone, natNone, wantDirect},
+	{natFullCone, natFullCone, wantDirect},
+	{natPortRestr, natPortRestr, wantDirect},
+	{natSymmetric, natSymmetric, wantRelay},
+	{natFirewall, natFirewall, wantTLS},
+	{natSymmetric, natFullCone, wantDirect},
+	{natSymmetric, natPortRestr, wantRelay},
+	{natFirewall, natNone, wantTLS},
+}
+
+// cellResult is one cell's outcome, for docs/connectivity.md.
+type cellResult struct {
+	cell      natCell
+	connected time.Duration // from opening both pages to both connected
+	facts     [2]peerFacts  // each side's view of the selected pair, once media flowed
+	err       string        // empty when the cell passed
+}
+
+// writeConnectivityEnv, set to 1, makes TestNATMatrix rewrite
+// docs/connectivity.md from its run (it always writes a copy to its
+// artifacts).
+const writeConnectivityEnv = "CALLBOX_WRITE_CONNECTIVITY"
+
+// Calls through every kind of router: each cell is two Chromiums, each
+// behind its router, joining one room of callbox with the ICE servers the
+// hub hands out (no ?relay=1). A cell passes when both are connected over
+// the kind of path the cell expects and video frames flow both ways.
+func TestNATMatrix(t *testing.T) {
+	art := newArtifacts(t)
+	n := newNatNet(t)
+	cb := startNatCallbox(t, n, art)
+
+	t.Run("peer policy", func(t *testing.T) { testNatPeerPolicy(t, n) })
+
+	var mu sync.Mutex
+	var results []cellResult
+	// Two cells (four Chromiums) at a time: what two cores carry without
+	// starving each call's video. The slot is released after the cell's
+	// browsers are gone (cleanups run last-in first-out).
+	slots := make(chan struct{}, natParallelCells())
+	t.Run("cells", func(t *testing.T) {
+		for _, cell := range natCells {
+			t.Run(cell.name(), func(t *testing.T) {
+				t.Parallel()
+				slots <- struct{}{}
+				t.Cleanup(func() { <-slots })
+				r := runCell(t, n, cb, cell)
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
+			})
+		}
+	})
+	slices.SortFunc(results, func(a, b cellResult) int {
+		return slices.Index(natCells, a.cell) - slices.Index(natCells, b.cell)
+	})
+	doc := connectivityDoc(results)
+	if err := os.WriteFile(filepath.Join(art.dir, "connectivity.md"), []byte(doc), 0o644); err != nil {
+		t.Error(err)
+	}
+	if os.Getenv(writeConnectivityEnv) == "1" {
+		if err := os.WriteFile(filepath.Join("..", "docs", "connectivity.md"), []byte(doc), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// natParallelCells is how many cells run at once: CALLBOX_NAT_PARALLEL,
+// else 2.
+func natParallelCells() int {
+	if n, err := strconv.Atoi(os.Getenv("CALLBOX_NAT_PARALLEL")); err == nil && n > 0 {
+		return n
+	}
+	return 2
+}
+
+// runCell places one call and checks it; failures are recorded in the
+// result as well as failing t.
+func runCell(t *testing.T, n *natNet, cb *natCallbox, cell natCell) (r cellResult) {
+	r.cell = cell
+	art := newArtifacts(t)
+	defer func() {
+		if t.Failed() && r.err == "" {
+			r.err = "failed: see the test log"
+		}
+	}()
+	var clients []*natClient
+	for _, k := range []natKind{cell.a, cell.b} {
+		c, err := n.addClient(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		art.logf("client %s in %s: %s, seen as %s", k, c.ns, c.addr, c.wan)
+		clients = append(clients, c)
+	}
+	names := []string{"ada", "grace"}
+	bs := nsBrowsers(t, art, names, clients)
+	room := randomRoom(cell.name())
+	start := time.Now()
+	openAll(t, bs, []string{cb.pageURL(room, names[0]), cb.pageURL(room, names[1])})
+	r.connected = waitAllConnected(t, bs, start, connectTimeout)
+	art.logf("connected after %v", r.connected)
+	for _, b := range bs {
+		b.waitFramesRising()
+	}
+	for i, b := range bs {
+		ps, err := b.peers()
+		if err != nil || len(ps) != 1 {
+			t.Fatalf("%s: peers %v, %v", b.name, ps, err)
+		}
+		r.facts[i] = ps[0]
+		art.logf("%s (%s) selected pair: %v", b.name, clients[i].kind, ps[0])
+	}
+	var problems []string
+	for i, f := range r.facts {
+		if p := checkPath(cell.want, clients[i].kind, f); p != "" {
+			problems = append(problems, fmt.Sprintf("%s behind %s: %s", names[i], clients[i].kind, p))
+		}
+	}
+	if len(problems) > 0 {
+		r.err = strings.Join(problems, "; ")
+		t.Error(r.err)
+	}
+	return r
+}
+
+// checkPath says what is wrong with side's view f of the selected pair
+// for want, or "".
+func checkPath(want pathWant, side natKind, f peerFacts) string {
+	relayed := f.LocalCandidateType == "relay" || f.RemoteCandidateType == "relay"
+	pair := f.LocalCandidateType + "/" + f.RemoteCandidateType
+	switch {
+	case want == wantDirect && relayed:
+		return "relayed (" + pair + "), want a direct pair"
+	case want == wantDirect && (f.LocalCandidateType == "" || f.RemoteCandidateType == ""):
+		return "no selected pair"
+	case want == wantRelay && !relayed:
+		return "not relayed (" + pair + "), want a relay pair"
+	case want == wantTLS && side == natFirewall:
+		if f.LocalCandidateType != "relay" || f.RelayProtocol != "tls" {
+			return fmt.Sprintf("local %s over %q, want a relay candidate over tls", f.LocalCandidateType, f.RelayProtocol)
+		}
+		if !strings.Contains(f.LocalCandidateURL, fmt.Sprintf(":%d", callboxHTTPS)) {
+			return fmt.Sprintf("relay from %q, want callbox's port %d", f.LocalCandidateURL, callboxHTTPS)
+		}
+	case want == wantTLS && !relayed:
+		return "not relayed (" + pair + "), want the firewalled side's relay"
+	}
+	return ""
+}
+
+// testNatPeerPolicy shows callbox's peer policy as configured: a relay
+// may reach the test's public range (turn.allowed_peers), and still not
+// loopback, the homes' private LANs, or the rest of the benchmarking and
+// documentation ranges.
+func testNatPeerPolicy(t *testing.T, n *natNet) {
+	c, err := n.addClient(natNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conn net.PacketConn
+	if err := inNS(c.ns, func() (err error) {
+		conn, err = net.ListenPacket("udp4", "0.0.0.0:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	user, pass := turnserver.MintCredentials("nat-test-secret-0123456789", "policy", time.Now().Add(time.Hour))
+	server := netip.AddrPortFrom(callboxIP, callboxTURN).String()
+	client, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: server, TURNServerAddr: server,
+		Username: user, Password: pass, Realm: "callbox",
+		Conn: conn, RTO: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if err := client.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relay, err := client.Allocate()
+	if err != nil {
+		t.Fatalf("allocate from %s: %v", c.wan, err)
+	}
+	defer relay.Close()
+	for _, tt := range []struct {
+		peer  string
+		allow bool
+	}{
+		{"203.0.113.77", true},     // the test's internet
+		{"127.0.0.1", false},       // callbox's own loopback
+		{"192.168.0.2", false},     // a home LAN
+		{"10.0.0.1", false},        // private
+		{"198.18.0.1", false},      // benchmarking, outside allowed_peers
+		{"198.51.100.1", false},    // documentation, outside allowed_peers
+		{"169.254.169.254", false}, // cloud metadata
+	} {
+		err := client.CreatePermission(&net.UDPAddr{IP: net.ParseIP(tt.peer), Port: 9})
+		if (err == nil) != tt.allow {
+			t.Errorf("permission for %s: %v, want allowed = %v", tt.peer, err, tt.allow)
+		}
+	}
+}
+
+// connectivityDoc renders docs/connectivity.md.
+func connectivityDoc(results []cellResult) string {
+	var b strings.Builder
+	b.WriteString(`# Connectivity through NAT and firewalls
+
+Written by ` + "`TestNATMatrix`" + ` (e2e/nat_test.go) from one run: ` + "`" + writeConnectivityEnv + `=1 go test -race -run TestNATMatrix ./e2e/` + "`" + `
+(root, Chromium, iproute2 and iptables). Each cell is a call between two headless Chromiums, each in
+its own network namespace behind its own home router (a namespace doing NAT with iptables), through
+callbox in an "internet" namespace on 203.0.113.1 (TEST-NET-3; ` + "`turn.allowed_peers = [\"203.0.113.0/24\"]`" + `).
+The pages take their ICE servers from the hub (STUN, TURN over UDP and TCP on 3478, TURN over TLS on
+443 shared with HTTPS); nothing forces relaying. The test fails when a cell does not connect, connects
+over another kind of path than expected, or does not decode video both ways.
+
+Routers (checked with STUN from behind each by ` + "`TestNATRouters`" + `):
+
+| kind | rules | mapping | filtering |
+| --- | --- | --- | --- |
+| none | a public address, no router | - | - |
+| fullcone | MASQUERADE; DNAT of any inbound UDP to the client | same port for every destination | anyone may send in |
+| portrestr | MASQUERADE, conntrack; new inbound dropped | same port for every destination | only from where the client sent |
+| symmetric | MASQUERADE --random-fully; new inbound dropped | a new port per destination | only from where the client sent |
+| firewall | MASQUERADE; forward only TCP to port 443 and replies | - | no UDP at all |
+
+"Connected" is the time from both pages opening to both peer connections reaching "connected" (page
+load, camera, signaling and ICE), on a shared 2-core machine, under the race detector. Pair types are
+each side's view of the selected candidate pair (local/remote), after video flowed both ways.
+
+| cell | expected | A's pair (local/remote, transport) | B's pair | connected after | result |
+| --- | --- | --- | --- | --- | --- |
+`)
+	side := func(f peerFacts) string {
+		s := f.LocalCandidateType + "/" + f.RemoteCandidateType + ", " + f.Protocol
+		if f.RelayProtocol != "" {
+			s += ", relay over " + f.RelayProtocol
+		}
+		return s
+	}
+	for _, r := range results {
+		res := "ok"
+		if r.err != "" {
+			res = "FAILED: " + r.err
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.1f s | %s |\n", r.cell.name(), r.cell.want,
+			side(r.facts[0]), side(r.facts[1]), r.connected.Seconds(), res)
+	}
+	return b.String()
+}
