@@ -60,9 +60,9 @@ type cellResult struct {
 	err       string        // empty when the cell passed
 }
 
-// writeConnectivityEnv, set to 1, makes TestNATMatrix rewrite
-// docs/connectivity.md from its run (it always writes a copy to its
-// artifacts).
+// writeConnectivityEnv, set to 1, makes TestNATMatrix and TestNATFaults
+// rewrite their sections of docs/connectivity.md from their run (they
+// always write a copy to their artifacts).
 const writeConnectivityEnv = "CALLBOX_WRITE_CONNECTIVITY"
 
 // Calls through every kind of router: each cell is two Chromiums, each
@@ -98,12 +98,12 @@ func TestNATMatrix(t *testing.T) {
 	slices.SortFunc(results, func(a, b cellResult) int {
 		return slices.Index(natCells, a.cell) - slices.Index(natCells, b.cell)
 	})
-	doc := connectivityDoc(results)
-	if err := os.WriteFile(filepath.Join(art.dir, "connectivity.md"), []byte(doc), 0o644); err != nil {
+	doc := matrixTable(results)
+	if err := os.WriteFile(filepath.Join(art.dir, "matrix.md"), []byte(doc), 0o644); err != nil {
 		t.Error(err)
 	}
 	if os.Getenv(writeConnectivityEnv) == "1" {
-		if err := os.WriteFile(filepath.Join("..", "docs", "connectivity.md"), []byte(doc), 0o644); err != nil {
+		if err := replaceSection(filepath.Join("..", "docs", "connectivity.md"), "matrix", doc); err != nil {
 			t.Error(err)
 		}
 	}
@@ -248,36 +248,10 @@ func testNatPeerPolicy(t *testing.T, n *natNet) {
 	}
 }
 
-// connectivityDoc renders docs/connectivity.md.
-func connectivityDoc(results []cellResult) string {
+// matrixTable renders the matrix section of docs/connectivity.md.
+func matrixTable(results []cellResult) string {
 	var b strings.Builder
-	b.WriteString(`# Connectivity through NAT and firewalls
-
-Written by ` + "`TestNATMatrix`" + ` (e2e/nat_test.go) from one run: ` + "`" + writeConnectivityEnv + `=1 go test -race -run TestNATMatrix ./e2e/` + "`" + `
-(root, Chromium, iproute2 and iptables). Each cell is a call between two headless Chromiums, each in
-its own network namespace behind its own home router (a namespace doing NAT with iptables), through
-callbox in an "internet" namespace on 203.0.113.1 (TEST-NET-3; ` + "`turn.allowed_peers = [\"203.0.113.0/24\"]`" + `).
-The pages take their ICE servers from the hub (STUN, TURN over UDP and TCP on 3478, TURN over TLS on
-443 shared with HTTPS); nothing forces relaying. The test fails when a cell does not connect, connects
-over another kind of path than expected, or does not decode video both ways.
-
-Routers (checked with STUN from behind each by ` + "`TestNATRouters`" + `):
-
-| kind | rules | mapping | filtering |
-| --- | --- | --- | --- |
-| none | a public address, no router | - | - |
-| fullcone | MASQUERADE; DNAT of any inbound UDP to the client | same port for every destination | anyone may send in |
-| portrestr | MASQUERADE, conntrack; new inbound dropped | same port for every destination | only from where the client sent |
-| symmetric | MASQUERADE --random-fully; new inbound dropped | a new port per destination | only from where the client sent |
-| firewall | MASQUERADE; forward only TCP to port 443 and replies | - | no UDP at all |
-
-"Connected" is the time from both pages opening to both peer connections reaching "connected" (page
-load, camera, signaling and ICE), on a shared 2-core machine, under the race detector. Pair types are
-each side's view of the selected candidate pair (local/remote), after video flowed both ways.
-
-| cell | expected | A's pair (local/remote, transport) | B's pair | connected after | result |
-| --- | --- | --- | --- | --- | --- |
-`)
+	b.WriteString("| cell | expected | A's pair (local/remote, transport) | B's pair | connected after | result |\n| --- | --- | --- | --- | --- | --- |\n")
 	side := func(f peerFacts) string {
 		s := f.LocalCandidateType + "/" + f.RemoteCandidateType + ", " + f.Protocol
 		if f.RelayProtocol != "" {
