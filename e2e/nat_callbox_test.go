@@ -83,8 +83,9 @@ type natCallbox struct {
 }
 
 const (
-	callboxHTTPS = 443
-	callboxTURN  = 3478
+	callboxHTTPS  = 443
+	callboxTURN   = 3478
+	natTURNSecret = "nat-test-secret-0123456789"
 )
 
 // startNatCallbox writes the config and starts callbox; it is stopped at cleanup.
@@ -101,7 +102,7 @@ https_listen = "%[1]s:%[2]d"
 [turn]
 listen = "%[1]s:%[3]d"
 host = "%[1]s"
-secrets = ["nat-test-secret-0123456789"]
+secrets = [%[7]q]
 allowed_peers = ["%[4]s"]
 tls_on_https = true
 
@@ -111,7 +112,7 @@ key_file = %[6]q
 
 [metrics]
 listen = ""
-`, callboxIP, callboxHTTPS, callboxTURN, publicNet, certFile, keyFile)
+`, callboxIP, callboxHTTPS, callboxTURN, publicNet, certFile, keyFile, natTURNSecret)
 	path := filepath.Join(t.TempDir(), "callbox.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 
 	"github.com/callbox/callbox/turnserver"
@@ -194,15 +195,20 @@ func checkPath(want pathWant, side natKind, f peerFacts) string {
 }
 
 // testNatPeerPolicy shows callbox's peer policy as configured: a relay
-// may reach the test's public range (turn.allowed_peers), and still not
-// loopback, the homes' private LANs, or the rest of the benchmarking and
-// documentation ranges.
+// reaches a host of the test's public range (turn.allowed_peers), and
+// still not loopback, the homes' private LANs, the rest of the
+// benchmarking and documentation ranges, cloud metadata, nor callbox's own
+// TURN port although its address is in the allowed range.
 func testNatPeerPolicy(t *testing.T, n *natNet) {
 	c, err := n.addClient(natNone)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var conn net.PacketConn
+	peer, err := n.addClient(natNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conn, echo net.PacketConn
 	if err := inNS(c.ns, func() (err error) {
 		conn, err = net.ListenPacket("udp4", "0.0.0.0:0")
 		return err
@@ -210,7 +216,27 @@ func testNatPeerPolicy(t *testing.T, n *natNet) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	user, pass := turnserver.MintCredentials("nat-test-secret-0123456789", "policy", time.Now().Add(time.Hour))
+	if err := inNS(peer.ns, func() (err error) {
+		echo, err = net.ListenPacket("udp4", peer.addr.String()+":0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer echo.Close()
+	wg.Go(func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(buf[:n], from)
+		}
+	})
+
+	user, pass := turnserver.MintCredentials(natTURNSecret, "policy", time.Now().Add(time.Hour))
 	server := netip.AddrPortFrom(callboxIP, callboxTURN).String()
 	client, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: server, TURNServerAddr: server,
@@ -245,6 +271,29 @@ func testNatPeerPolicy(t *testing.T, n *natNet) {
 		if (err == nil) != tt.allow {
 			t.Errorf("permission for %s: %v, want allowed = %v", tt.peer, err, tt.allow)
 		}
+	}
+
+	// Through the relay and back from a public host...
+	roundTrip := func(to net.Addr) error {
+		if _, err := relay.WriteTo([]byte("ping"), to); err != nil {
+			return err
+		}
+		relay.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 1500)
+		_, _, err := relay.ReadFrom(buf)
+		return err
+	}
+	if err := roundTrip(echo.LocalAddr()); err != nil {
+		t.Errorf("relay to the public host %s and back: %v", echo.LocalAddr(), err)
+	}
+	// ...but never into callbox's own TURN port: STUN sent there gets
+	// no answer.
+	stunReq := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	own := &net.UDPAddr{IP: callboxIP.AsSlice(), Port: callboxTURN}
+	relay.WriteTo(stunReq.Raw, own)
+	relay.SetReadDeadline(time.Now().Add(time.Second))
+	if n, from, err := relay.ReadFrom(make([]byte, 1500)); err == nil {
+		t.Errorf("the relay reached callbox's own TURN port: %d bytes back from %s", n, from)
 	}
 }
 
