@@ -43,6 +43,14 @@ type serverSetup struct {
 	secret   string
 	relayMin int
 	relayMax int
+	// callboxEnv is added to callbox's environment (-callbox-env).
+	callboxEnv []string
+	// harness, when set, is this binary, run as serveTURN in place of
+	// callbox to write a CPU profile to profilePrefix.N (N counts the
+	// callbox processes of the run).
+	harness       string
+	profilePrefix string
+	profiles      *int
 }
 
 func (s serverSetup) command(kind, dir string, port int) (*exec.Cmd, error) {
@@ -68,7 +76,16 @@ listen = ""
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			return nil, fmt.Errorf("turnbench: write callbox config: %w", err)
 		}
-		return exec.Command(s.callbox, "-config", path), nil
+		cmd := exec.Command(s.callbox, "-config", path)
+		if s.harness != "" {
+			*s.profiles++
+			cmd = exec.Command(s.harness, harnessCmd, "-config", path,
+				"-cpuprofile", s.profilePrefix+"."+strconv.Itoa(*s.profiles))
+		}
+		if len(s.callboxEnv) > 0 {
+			cmd.Env = append(os.Environ(), s.callboxEnv...)
+		}
+		return cmd, nil
 	case "coturn":
 		// The flags keep coturn from writing outside dir and from
 		// starting listeners the other server does not have (TLS, CLI).

@@ -1,0 +1,257 @@
+package turnserver
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Batched UDP I/O with recvmmsg/sendmmsg, written against the raw syscalls
+// rather than golang.org/x/net's ReadBatch/WriteBatch: those return each
+// source as a new *net.UDPAddr, one allocation per datagram, where these
+// keep addresses as netip.AddrPort in preallocated arrays. Both run
+// through syscall.RawConn, so a read that would block parks the goroutine
+// in Go's netpoller like any other socket read.
+
+// mmsghdr is struct mmsghdr of <sys/socket.h>.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [4]byte
+}
+
+// sockaddr holds a sockaddr_in or sockaddr_in6, whichever the kernel writes.
+type sockaddr = unix.RawSockaddrInet6
+
+// batchReader reads up to len(bufs) datagrams per system call. Owned by
+// one goroutine.
+type batchReader struct {
+	rc    syscall.RawConn
+	hdrs  []mmsghdr
+	iovs  []unix.Iovec
+	names []sockaddr
+	bufs  [][]byte
+	// results of the last read
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool // r.recv, bound once so Read does not allocate
+}
+
+func newBatchReader(c *net.UDPConn, batch, size int) (*batchReader, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("turnserver: raw conn: %w", err)
+	}
+	r := &batchReader{
+		rc:    rc,
+		hdrs:  make([]mmsghdr, batch),
+		iovs:  make([]unix.Iovec, batch),
+		names: make([]sockaddr, batch),
+		bufs:  make([][]byte, batch),
+	}
+	slab := make([]byte, batch*size)
+	for i := range batch {
+		r.bufs[i] = slab[i*size : (i+1)*size : (i+1)*size]
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.iovs[i].SetLen(size)
+		r.hdrs[i].hdr.Iov = &r.iovs[i]
+		r.hdrs[i].hdr.SetIovlen(1)
+		r.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+	}
+	r.fn = r.recv
+	return r, nil
+}
+
+// read fills the batch and returns how many datagrams arrived (at least
+// one), blocking until one does.
+func (r *batchReader) read() (int, error) {
+	for i := range r.hdrs {
+		r.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(sockaddr{}))
+		r.hdrs[i].hdr.Flags = 0
+	}
+	r.n, r.errno = 0, 0
+	if err := r.rc.Read(r.fn); err != nil {
+		return 0, err
+	}
+	if r.errno != 0 {
+		return 0, fmt.Errorf("turnserver: recvmmsg: %w", r.errno)
+	}
+	return r.n, nil
+}
+
+func (r *batchReader) recv(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), 0, 0, 0)
+		switch e {
+		case 0:
+			r.n = int(n)
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait in the netpoller
+		}
+		r.errno = e
+		return true
+	}
+}
+
+// msg returns datagram i of the last read and its source (unmapped). A
+// datagram longer than the buffer comes back truncated to len(buf) with
+// trunc set.
+func (r *batchReader) msg(i int) (p []byte, src netip.AddrPort, trunc bool) {
+	h := &r.hdrs[i]
+	return r.bufs[i][:min(int(h.len), len(r.bufs[i]))], sockaddrAddrPort(&r.names[i]), h.hdr.Flags&unix.MSG_TRUNC != 0
+}
+
+// sockaddrAddrPort decodes a sockaddr_in or sockaddr_in6 without
+// allocating; IPv4-mapped IPv6 comes back as IPv4.
+func sockaddrAddrPort(sa *sockaddr) netip.AddrPort {
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:])
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port)
+	case unix.AF_INET6:
+		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
+	}
+	return netip.AddrPort{}
+}
+
+// putSockaddr encodes dst for a socket of family v6 (true: AF_INET6, IPv4
+// destinations as IPv4-mapped) and returns the length to pass the kernel.
+func putSockaddr(sa *sockaddr, dst netip.AddrPort, v6 bool) uint32 {
+	*sa = sockaddr{}
+	if !v6 {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		sa4.Family = unix.AF_INET
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:], dst.Port())
+		sa4.Addr = dst.Addr().As4()
+		return unix.SizeofSockaddrInet4
+	}
+	sa.Family = unix.AF_INET6
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], dst.Port())
+	sa.Addr = dst.Addr().As16()
+	return unix.SizeofSockaddrInet6
+}
+
+// batchWriter queues datagrams and sends them with one sendmmsg. Owned by
+// one goroutine; the payloads must stay untouched until flush.
+type batchWriter struct {
+	rc    syscall.RawConn
+	v6    bool // the socket is AF_INET6
+	hdrs  []mmsghdr
+	iovs  []unix.Iovec
+	names []sockaddr
+	n     int // queued
+	sent  int // progress of the flush in flight
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func newBatchWriter(c *net.UDPConn, batch int) (*batchWriter, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("turnserver: raw conn: %w", err)
+	}
+	w := &batchWriter{
+		rc:    rc,
+		v6:    isV6Socket(c),
+		hdrs:  make([]mmsghdr, batch),
+		iovs:  make([]unix.Iovec, batch),
+		names: make([]sockaddr, batch),
+	}
+	for i := range batch {
+		w.hdrs[i].hdr.Iov = &w.iovs[i]
+		w.hdrs[i].hdr.SetIovlen(1)
+		w.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
+	}
+	w.fn = w.send
+	return w, nil
+}
+
+// isV6Socket reports whether c is an AF_INET6 socket (then IPv4
+// destinations need the mapped form).
+func isV6Socket(c *net.UDPConn) bool {
+	la, ok := c.LocalAddr().(*net.UDPAddr)
+	return ok && la.IP.To4() == nil
+}
+
+// full reports whether the next add needs a flush first.
+func (w *batchWriter) full() bool { return w.n == len(w.hdrs) }
+
+// add queues p for dst; the caller flushes when full.
+func (w *batchWriter) add(p []byte, dst netip.AddrPort) {
+	i := w.n
+	if w.v6 && dst.Addr().Is4() {
+		dst = netip.AddrPortFrom(netip.AddrFrom16(dst.Addr().As16()), dst.Port())
+	}
+	w.hdrs[i].hdr.Namelen = putSockaddr(&w.names[i], dst, w.v6)
+	w.iovs[i].Base = unsafe.SliceData(p)
+	w.iovs[i].SetLen(len(p))
+	w.n++
+}
+
+// flush sends everything queued. A datagram the kernel refuses (an
+// unreachable destination, a full buffer) is dropped, as a failed
+// WriteTo of a single datagram would be: UDP is best effort.
+func (w *batchWriter) flush() error {
+	var err error
+	for w.sent = 0; w.sent < w.n; {
+		w.errno = 0
+		if rerr := w.rc.Write(w.fn); rerr != nil {
+			err = rerr // socket closed
+			break
+		}
+		if w.errno != 0 {
+			w.sent++ // skip the datagram at fault
+		}
+	}
+	for i := range w.n {
+		w.iovs[i].Base = nil // drop references to the payloads
+	}
+	w.n = 0
+	return err
+}
+
+func (w *batchWriter) send(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdrs[w.sent])), uintptr(w.n-w.sent), 0, 0, 0)
+		switch e {
+		case 0:
+			w.sent += int(n)
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		w.errno = e
+		return true
+	}
+}
+
+const msgTrunc = unix.MSG_TRUNC
+
+// listenerBuffer is the receive and send buffer asked for each listener
+// socket, as coturn does: the kernel's default (208 KiB) overflows in
+// bursts of many clients sending at once.
+const listenerBuffer = 4 << 20
+
+// setBuffers raises the socket's buffers to listenerBuffer: past
+// net.core.rmem_max/wmem_max with SO_*BUFFORCE where the process may
+// (CAP_NET_ADMIN), else up to those limits. Failure keeps the default.
+func setBuffers(fd int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, listenerBuffer) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, listenerBuffer) //nolint:errcheck // best effort
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, listenerBuffer) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, listenerBuffer) //nolint:errcheck // best effort
+	}
+}
