@@ -185,8 +185,10 @@ func newFastPair(tb testing.TB) *fastPair {
 	return &fastPair{l: l, rc: rc, client: client, peer: peer}
 }
 
-func (fp *fastPair) listenAddr() netip.AddrPort { return fp.l.UDPConn.LocalAddr().(*net.UDPAddr).AddrPort() }
-func (fp *fastPair) relayAddr() netip.AddrPort  { return fp.rc.LocalAddr().(*net.UDPAddr).AddrPort() }
+func (fp *fastPair) listenAddr() netip.AddrPort {
+	return fp.l.UDPConn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+func (fp *fastPair) relayAddr() netip.AddrPort { return fp.rc.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 // TestFastPathRelays sends ChannelData both ways through the wrappers
 // alone and checks the bytes, the counters, and that removing the channel
