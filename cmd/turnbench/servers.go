@@ -88,7 +88,7 @@ listen = ""
 			cmd = exec.Command(s.harness, harnessCmd, "-config", path,
 				"-cpuprofile", s.profilePrefix+"."+strconv.Itoa(*s.profiles))
 		}
-		if len(s.callboxEnv) > 0 {
+		if len(s.callboxEnv) > 0 && kind == "callbox" {
 			cmd.Env = append(os.Environ(), s.callboxEnv...)
 		}
 		return cmd, nil
