@@ -246,7 +246,7 @@ const signalHead = `{"type":"signal","from":"`
 // U+2028/U+2029), and ids needing escapes, take encode itself, so the bytes
 // on the wire are the same either way (FuzzEncodeSignal checks).
 func encodeSignal(from string, payload json.RawMessage) []byte {
-	if !plainJSON(from) || bytes.ContainsAny(payload, "<>&\xe2") {
+	if !plainJSON(from) || !plainPayload(payload) {
 		return encode(signalOut{Type: "signal", From: from, Payload: payload})
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, len(signalHead)+len(from)+len(`","payload":}`)+len(payload)))
@@ -258,6 +258,17 @@ func encodeSignal(from string, payload json.RawMessage) []byte {
 	}
 	buf.WriteByte('}')
 	return buf.Bytes()
+}
+
+// plainPayload tells whether payload holds none of the bytes json.Marshal
+// escapes in a raw message: < > & and 0xE2, which starts U+2028 and U+2029.
+func plainPayload(payload []byte) bool {
+	for _, b := range payload {
+		if b == '<' || b == '>' || b == '&' || b == 0xe2 {
+			return false
+		}
+	}
+	return true
 }
 
 // plainJSON tells whether s is printable ASCII that a JSON string holds as
