@@ -26,7 +26,7 @@ const (
 	// a hijacked reader only above 256 bytes; 320 still takes a typical ICE
 	// candidate message in one read.
 	readBufferSize = 320
-	// The parked reader relies on gorilla reading through our buffer,
+	// The reader (serve) relies on gorilla reading through our buffer,
 	// which it does only above 256 bytes: this fails to compile below.
 	_ = uint(readBufferSize - 257)
 	// writeBufferSize is a pooled buffer, held only while a frame is written.
