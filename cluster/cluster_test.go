@@ -298,7 +298,7 @@ func TestNATSOutage(t *testing.T) {
 	grace := join(t, nodes[1], room, "grace")
 	ada.expectPresence("joined", grace.w.ID)
 
-	nats[0].stop()
+	nats[0].Stop()
 	waitFor(t, "healthz to report the outage", 5*time.Second, func() bool { return health(t, nodes[0]).Cluster == "disconnected" })
 	// Past the window the far peer is gone from each side's view.
 	ada.expectPresence("reconnecting", grace.w.ID)
@@ -318,7 +318,7 @@ func TestNATSOutage(t *testing.T) {
 		t.Fatalf("ada got %+v", m)
 	}
 
-	nats[0].start()
+	nats[0].Restart()
 	grace.expectPresence("joined", ada.w.ID)
 	ada.expectPresence("joined", grace.w.ID)
 	waitFor(t, "healthz to report the cluster back", 10*time.Second, func() bool { return health(t, nodes[0]).Cluster == "ok" })

@@ -3,134 +3,24 @@ package cluster
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/callbox/callbox/config"
+	"github.com/callbox/callbox/internal/natstest"
 	"github.com/callbox/callbox/signal"
 )
 
-// natsServer is one in-process NATS server with JetStream on loopback.
-type natsServer struct {
-	t    testing.TB
-	name string
-	opts *server.Options
-	srv  *server.Server
-}
+type natsServer = natstest.Server
 
-// startNATS runs n NATS servers clustered on 127.0.0.1, each with JetStream
-// in its own temp folder, and waits until JetStream answers. A JetStream
-// cluster needs its routes configured before it starts, so the cluster
-// ports are taken from the kernel (port 0) and handed back just before the
-// servers bind them.
-func startNATS(t testing.TB, n int) []*natsServer {
-	t.Helper()
-	var routes []string
-	var ports []int
-	if n > 1 {
-		for range n {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-			routes = append(routes, "nats://"+ln.Addr().String())
-			ln.Close()
-		}
-	}
-	var out []*natsServer
-	for i := range n {
-		ns := &natsServer{t: t, name: "nats" + strconv.Itoa(i) + "-" + strconv.Itoa(os.Getpid())}
-		ns.opts = &server.Options{
-			ServerName: ns.name,
-			Host:       "127.0.0.1",
-			Port:       server.RANDOM_PORT,
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoLog:      os.Getenv("NATS_LOG") == "",
-			NoSigs:     true,
-		}
-		if n > 1 {
-			ns.opts.Cluster = server.ClusterOpts{Name: "callbox-test", Host: "127.0.0.1", Port: ports[i]}
-			ns.opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
-		}
-		ns.start()
-		// Restarts keep the port: the nodes reconnect to the same URL.
-		ns.opts.Port = ns.srv.Addr().(*net.TCPAddr).Port
-		out = append(out, ns)
-		t.Cleanup(ns.stop)
-	}
-	waitJetStream(t, out[0].url())
-	return out
-}
-
-func (ns *natsServer) start() {
-	ns.t.Helper()
-	s, err := server.NewServer(ns.opts)
-	if err != nil {
-		ns.t.Fatalf("nats: %v", err)
-	}
-	if os.Getenv("NATS_LOG") != "" {
-		s.ConfigureLogger()
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		ns.t.Fatal("nats: not ready in 10s")
-	}
-	ns.srv = s
-}
-
-func (ns *natsServer) stop() {
-	if ns.srv != nil {
-		ns.srv.Shutdown()
-		ns.srv.WaitForShutdown()
-		ns.srv = nil
-	}
-}
-
-func (ns *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", ns.opts.Port) }
-
-// waitJetStream waits until a stream can be created: a clustered
-// JetStream elects its meta leader first.
-func waitJetStream(t testing.TB, url string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		n, err := New(config.Cluster{NATS: []string{url}, Node: "probe", Replicas: 1, Heartbeat: time.Second}, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := n.Start(nopInbound{}); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		var cc interface{ Stop() }
-		cc, _, err = n.setupChat(ctx, 0)
-		if err == nil {
-			cc.Stop()
-		}
-		cancel()
-		n.Close()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jetstream not ready: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
+func startNATS(t testing.TB, n int) []*natsServer { return natstest.Start(t, n) }
 
 type nopInbound struct{}
 
@@ -220,7 +110,7 @@ func startCluster(t testing.TB, nats []*natsServer, scfg config.Signal, names ..
 	t.Helper()
 	var out []*testNode
 	for i, name := range names {
-		out = append(out, startNode(t, name+"-"+strconv.Itoa(int(time.Now().UnixNano()%1e6)), nats[i%len(nats)].url(), scfg))
+		out = append(out, startNode(t, name+"-"+strconv.Itoa(int(time.Now().UnixNano()%1e6)), nats[i%len(nats)].URL(), scfg))
 	}
 	// Every node has heard every other before the test begins.
 	waitFor(t, "nodes to see each other", 10*time.Second, func() bool {
