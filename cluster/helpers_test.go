@@ -22,14 +22,6 @@ type natsServer = natstest.Server
 
 func startNATS(t testing.TB, n int) []*natsServer { return natstest.Start(t, n) }
 
-type nopInbound struct{}
-
-func (nopInbound) RemoteEvent(signal.Event)                  {}
-func (nopInbound) DeliverSignal(string, string, []byte) bool { return false }
-func (nopInbound) DeliverChat(string, signal.Chat)           {}
-func (nopInbound) Release(string, string) ([][]byte, bool)   { return nil, false }
-func (nopInbound) Members() []signal.Event                   { return nil }
-
 // testNode is one callbox node: a hub with a cluster.Node as its router,
 // served on httptest.
 type testNode struct {
