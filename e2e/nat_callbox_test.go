@@ -83,6 +83,7 @@ type natCallbox struct {
 }
 
 const (
+	startTimeout  = 90 * time.Second
 	callboxHTTPS  = 443
 	callboxTURN   = 3478
 	natTURNSecret = "nat-test-secret-0123456789"
@@ -158,7 +159,8 @@ func (s *natCallbox) start() error {
 	go func() { s.done <- cmd.Wait() }()
 	s.art.logf("callbox #%d started, pid %d", s.starts, cmd.Process.Pid)
 	addr := netip.AddrPortFrom(callboxIP, callboxHTTPS).String()
-	deadline := time.Now().Add(30 * time.Second)
+	// Generous: a race-built binary starting on two busy cores.
+	deadline := time.Now().Add(startTimeout)
 	for {
 		var c net.Conn
 		err := inNS(s.net.inet, func() (err error) {
@@ -176,7 +178,7 @@ func (s *natCallbox) start() error {
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("callbox not listening on %s after 30s: %v", addr, err)
+			return fmt.Errorf("callbox not listening on %s after %v: %v", addr, startTimeout, err)
 		}
 	}
 }

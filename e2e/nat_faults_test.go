@@ -73,20 +73,21 @@ func TestNATFaults(t *testing.T) {
 	var report strings.Builder
 
 	t.Run("uplink cut", func(t *testing.T) {
+		cut := time.Now()
 		for _, call := range calls {
 			if err := call.clients[0].setUplink(false); err != nil {
 				t.Fatal(err)
 			}
 		}
 		art.logf("uplinks of %s and %s cut", calls[0].bs[0].name, calls[1].bs[0].name)
-		time.Sleep(10 * time.Second)
+		time.Sleep(time.Until(cut.Add(10 * time.Second)))
 		for _, call := range calls {
 			if err := call.clients[0].setUplink(true); err != nil {
 				t.Fatal(err)
 			}
 		}
 		art.logf("uplinks restored")
-		took := waitRecovered(t, art, calls, time.Now())
+		took := waitRecovered(t, art, calls, time.Now(), cut)
 		fmt.Fprintf(&report, "| uplink of one client cut for 10 s | %s | %s |\n",
 			recovery(calls[0], took[0]), recovery(calls[1], took[1]))
 	})
@@ -111,10 +112,11 @@ func TestNATFaults(t *testing.T) {
 		if err := cb.start(); err != nil {
 			t.Fatal(err)
 		}
-		art.logf("callbox stopped in %v, back after %v", down, time.Since(stopped))
-		took := waitRecovered(t, art, calls, stopped)
-		fmt.Fprintf(&report, "| callbox restarted (SIGTERM, %.1f s to stop, started again at once) | %s | %s |\n",
-			down.Seconds(), recovery(calls[0], took[0]), recovery(calls[1], took[1]))
+		back := time.Since(stopped)
+		art.logf("callbox stopped in %v, back after %v", down, back)
+		took := waitRecovered(t, art, calls, stopped, time.Time{})
+		fmt.Fprintf(&report, "| callbox restarted: SIGTERM (%.1f s to stop), started again, serving %.1f s after the SIGTERM | %s | %s |\n",
+			down.Seconds(), back.Seconds(), recovery(calls[0], took[0]), recovery(calls[1], took[1]))
 	})
 
 	doc := "| fault | direct call (port-restricted both sides) | relayed call (symmetric both sides) |\n| --- | --- | --- |\n" + report.String()
@@ -142,38 +144,55 @@ func frames(t *testing.T, call *natCall) []float64 {
 	return out
 }
 
-// recovered is how one call came back: after how long, and whether the
-// pages kept their connection or built a new one.
+// recovered is how one call came back: after how long, the longest time
+// a side decoded no new frame, and whether the pages kept their
+// connection or built a new one.
 type recovered struct {
 	took     time.Duration
-	restarts int  // ICE restarts the pages made
-	rebuilt  bool // a new RTCPeerConnection (the page rejoined under a new id)
+	freeze   time.Duration // longest stretch without a new frame on either side (sampled)
+	restarts int           // ICE restarts the pages made
+	rebuilt  bool          // a new RTCPeerConnection (the page rejoined under a new id)
 	pair     string
 }
 
 func recovery(call *natCall, r recovered) string {
 	how := fmt.Sprintf("same connection, %d ICE restart(s)", r.restarts)
 	if r.rebuilt {
-		how = "new connection (the pages rejoined)"
+		how = "new connection (the pages rejoined under new ids)"
 	}
-	return fmt.Sprintf("video both ways again after %.1f s; %s; now %s", r.took.Seconds(), how, r.pair)
+	return fmt.Sprintf("video both ways again after %.1f s, longest freeze %.1f s; %s; now %s",
+		r.took.Seconds(), r.freeze.Seconds(), how, r.pair)
+}
+
+// watch follows one browser's video: the peer it shows (a new id is a new
+// connection, counting frames from zero), its frames, and when they last grew.
+type watch struct {
+	id       string
+	frames   float64
+	base     float64 // frames of this connection when recovery began
+	progress time.Time
+	freeze   time.Duration
+	rebuilt  bool
 }
 
 // waitRecovered waits until every browser of every call is connected with
-// video frames rising (10 more than when this was called, counted on the
+// video rising (10 frames more than when this was called, on the
 // connection it then has), and returns per call how long after since.
-func waitRecovered(t *testing.T, art *artifacts, calls []*natCall, since time.Time) []recovered {
+// Freezes are counted from frozen (when the video is known to have
+// stopped), or from now when it is zero.
+func waitRecovered(t *testing.T, art *artifacts, calls []*natCall, since, frozen time.Time) []recovered {
 	t.Helper()
-	type mark struct {
-		id     string // the peer as the page knows it: a new id means a new connection
-		frames float64
+	if frozen.IsZero() {
+		frozen = time.Now()
 	}
-	first := map[*browser]mark{}
+	ws := map[*browser]*watch{}
 	for _, call := range calls {
 		for _, b := range call.bs {
+			w := &watch{progress: frozen}
 			if ps, err := b.peers(); err == nil && len(ps) == 1 {
-				first[b] = mark{ps[0].ID, ps[0].FramesDecoded}
+				w.id, w.frames, w.base = ps[0].ID, ps[0].FramesDecoded, ps[0].FramesDecoded
 			}
+			ws[b] = w
 		}
 	}
 	out := make([]recovered, len(calls))
@@ -181,13 +200,15 @@ func waitRecovered(t *testing.T, art *artifacts, calls []*natCall, since time.Ti
 	waitUntil(t, "both calls connected with video flowing again", recoverTimeout, func() (bool, string, error) {
 		var state []string
 		all := true
+		now := time.Now()
 		for i, call := range calls {
 			if done[i] {
 				continue
 			}
 			ok := true
-			var r recovered
+			r := recovered{}
 			for _, b := range call.bs {
+				w := ws[b]
 				ps, err := b.peers()
 				if err != nil || len(ps) != 1 {
 					ok = false
@@ -195,25 +216,26 @@ func waitRecovered(t *testing.T, art *artifacts, calls []*natCall, since time.Ti
 					continue
 				}
 				p := ps[0]
-				m, seen := first[b]
-				if !seen || m.id != p.ID || p.FramesDecoded < m.frames {
-					// A new connection counts its frames from zero.
-					r.rebuilt = r.rebuilt || (seen && m.id != p.ID)
-					m = mark{p.ID, 0}
-					first[b] = m
+				if p.ID != w.id {
+					w.rebuilt = w.rebuilt || w.id != ""
+					w.id, w.frames, w.base = p.ID, 0, 0
 				}
-				ok = ok && p.ConnectionState == "connected" && p.FramesDecoded >= m.frames+10
+				if p.FramesDecoded > w.frames {
+					w.freeze = max(w.freeze, now.Sub(w.progress))
+					w.frames, w.progress = p.FramesDecoded, now
+				}
+				ok = ok && p.ConnectionState == "connected" && p.FramesDecoded >= w.base+10
+				r.freeze = max(r.freeze, w.freeze, now.Sub(w.progress))
+				r.rebuilt = r.rebuilt || w.rebuilt
 				r.restarts += p.Restarts
 				r.pair = p.LocalCandidateType + "/" + p.RemoteCandidateType
-				state = append(state, fmt.Sprintf("%s: %s frames %v (from %v)", b.name, p.ConnectionState, p.FramesDecoded, m.frames))
+				state = append(state, fmt.Sprintf("%s: %s frames %v (from %v)", b.name, p.ConnectionState, p.FramesDecoded, w.base))
 			}
 			if ok {
-				r.took = time.Since(since)
-				r.rebuilt = r.rebuilt || out[i].rebuilt
+				r.took = now.Sub(since)
 				out[i], done[i] = r, true
 				art.logf("%s call recovered after %v: %+v", call.name, r.took, r)
 			} else {
-				out[i].rebuilt = out[i].rebuilt || r.rebuilt
 				all = false
 			}
 		}

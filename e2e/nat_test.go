@@ -318,3 +318,39 @@ func matrixTable(results []cellResult) string {
 	}
 	return b.String()
 }
+
+// checkPath is the matrix's verdict; it must refuse what a cell must not show.
+func TestCheckPath(t *testing.T) {
+	pair := func(local, remote, relayProto, url string) peerFacts {
+		return peerFacts{LocalCandidateType: local, RemoteCandidateType: remote, RelayProtocol: relayProto, LocalCandidateURL: url}
+	}
+	tls443 := "turns:203.0.113.1:443?transport=tcp"
+	tests := []struct {
+		name string
+		want pathWant
+		side natKind
+		f    peerFacts
+		ok   bool
+	}{
+		{"host pair is direct", wantDirect, natNone, pair("host", "host", "", ""), true},
+		{"srflx pair is direct", wantDirect, natPortRestr, pair("srflx", "prflx", "", ""), true},
+		{"relay is not direct", wantDirect, natFullCone, pair("srflx", "relay", "", ""), false},
+		{"no pair is not direct", wantDirect, natNone, pair("", "", "", ""), false},
+		{"remote relay is relayed", wantRelay, natSymmetric, pair("prflx", "relay", "", ""), true},
+		{"local relay is relayed", wantRelay, natSymmetric, pair("relay", "prflx", "udp", "turn:x"), true},
+		{"srflx is not relayed", wantRelay, natSymmetric, pair("srflx", "srflx", "", ""), false},
+		{"firewall over tls on 443", wantTLS, natFirewall, pair("relay", "host", "tls", tls443), true},
+		{"firewall over udp", wantTLS, natFirewall, pair("relay", "host", "udp", "turn:203.0.113.1:3478?transport=udp"), false},
+		{"firewall over tls elsewhere", wantTLS, natFirewall, pair("relay", "host", "tls", "turns:203.0.113.1:5349?transport=tcp"), false},
+		{"firewall not relayed", wantTLS, natFirewall, pair("host", "host", "", ""), false},
+		{"far side of the firewall", wantTLS, natNone, pair("host", "relay", "", ""), true},
+		{"far side not relayed", wantTLS, natNone, pair("host", "host", "", ""), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := checkPath(tt.want, tt.side, tt.f); (got == "") != tt.ok {
+				t.Errorf("checkPath = %q, want ok = %v", got, tt.ok)
+			}
+		})
+	}
+}

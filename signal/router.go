@@ -54,8 +54,6 @@ type Inbound interface {
 	// Release gives up a peer that resumed on another hub: its socket, if
 	// any, is closed as replaced, and nobody is told it left.
 	Release(room, id string) (pending [][]byte, ok bool)
-	// Members are this hub's peers, for a router that must re-announce them.
-	Members() []Event
 }
 
 // ErrUnavailable is a Router's answer when it cannot admit anyone now.
@@ -208,19 +206,6 @@ func (h *Hub) Release(room, id string) ([][]byte, bool) {
 	}
 	h.gaugesLocked()
 	return pending, true
-}
-
-// Members implements Inbound.
-func (h *Hub) Members() []Event {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make([]Event, 0, len(h.peers))
-	for _, p := range h.peers {
-		p.room.mu.Lock()
-		out = append(out, Event{Type: "joined", Room: p.room.name, ID: p.id, Name: p.name, Token: p.token, Reconnecting: p.conn == nil})
-		p.room.mu.Unlock()
-	}
-	return out
 }
 
 func (h *Hub) room(name string) *room {

@@ -185,8 +185,10 @@ func newFastPair(tb testing.TB) *fastPair {
 	return &fastPair{l: l, rc: rc, client: client, peer: peer}
 }
 
-func (fp *fastPair) listenAddr() netip.AddrPort { return fp.l.UDPConn.LocalAddr().(*net.UDPAddr).AddrPort() }
-func (fp *fastPair) relayAddr() netip.AddrPort  { return fp.rc.LocalAddr().(*net.UDPAddr).AddrPort() }
+func (fp *fastPair) listenAddr() netip.AddrPort {
+	return fp.l.UDPConn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+func (fp *fastPair) relayAddr() netip.AddrPort { return fp.rc.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 // TestFastPathRelays sends ChannelData both ways through the wrappers
 // alone and checks the bytes, the counters, and that removing the channel
@@ -341,5 +343,70 @@ func BenchmarkFastPathBinding(b *testing.B) {
 		if _, _, err := fp.client.ReadFromUDPAddrPort(buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestFastPathFollowsPion runs a real server: after ChannelBind the data
+// plane carries the channel both ways; after the allocation is deleted
+// the listener and the relay forget it. Counters count what it carried.
+func TestFastPathFollowsPion(t *testing.T) {
+	ts := startServer(t, testConfig())
+	peer := startPeer(t, true)
+	u, p := validCreds("alice")
+	c := newRawClient(t, ts.Server, u, p, false)
+	resp, code := c.allocate()
+	if code != 0 {
+		t.Fatalf("Allocate: %d", code)
+	}
+	relay := relayedAddr(t, resp)
+	pa := peer.addr()
+	if _, code := c.request(stun.MethodChannelBind, channelAttr(0x4001), peerAttr(pa.IP, pa.Port)); code != 0 {
+		t.Fatalf("ChannelBind: %d", code)
+	}
+	src := c.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	var l *udpListener
+	var rc *relayConn
+	for _, ul := range ts.udp {
+		if r := ul.client(src); r != nil {
+			l, rc = ul, r
+		}
+	}
+	if rc == nil || rc.route.Load() == nil || rc.port != uint16(relay.Port) {
+		t.Fatalf("no route for %s to relay %s", src, relay)
+	}
+	if got, ok := rc.channelPeer(0x4001); !ok || got != pa.AddrPort() {
+		t.Fatalf("channel 0x4001 → %s %v, want %s", got, ok, pa)
+	}
+
+	const rounds = 20
+	msg := []byte{0x40, 0x01, 0x00, 0x03, 'a', 'b', 'c', 0}
+	buf := make([]byte, 2048)
+	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i := range rounds {
+		if _, err := c.conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.conn.Read(buf)
+		if err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("echo %d: % x, want % x", i, buf[:n], msg)
+		}
+	}
+	tot := rc.stats.snapshot()
+	if tot.packets != [2]uint64{rounds, rounds} || tot.bytes != [2]uint64{3 * rounds, 3 * rounds} {
+		t.Fatalf("counters %+v", tot)
+	}
+	if got := ts.metric(t, "callbox_turn_relayed_packets_total", "direction", dirPeerToClient); got != rounds {
+		t.Errorf("relayed_packets_total{peer_to_client} = %v, want %d", got, rounds)
+	}
+
+	if _, code := c.request(stun.MethodRefresh, lifetime(0)); code != 0 {
+		t.Fatalf("delete: %d", code)
+	}
+	eventually(t, "allocation forgotten", func() bool { return l.client(src) == nil })
+	if len(*rc.channels.Load()) != 0 {
+		t.Errorf("channels left after the allocation: %v", *rc.channels.Load())
 	}
 }

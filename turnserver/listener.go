@@ -70,8 +70,11 @@ type udpListener struct {
 	mu      sync.Mutex
 	clients map[netip.AddrPort]*relayConn // guarded by mu: relay of each client with a UDP allocation here
 
+	sock *udpSock
+
 	// owned by the single reader, pion's read loop
 	in      inspector
+	out     *dgram // sends to relay sockets
 	rd      *batchReader
 	wr      *batchWriter
 	replies []byte // a Binding reply slot per datagram of a batch
@@ -88,18 +91,16 @@ const (
 )
 
 func newUDPListener(c *net.UDPConn, auth *authenticator) (*udpListener, error) {
-	rd, err := newBatchReader(c, udpBatch, udpBufSize)
-	if err != nil {
-		return nil, err
-	}
-	wr, err := newBatchWriter(c, udpBatch)
+	sock, err := newUDPSock(c)
 	if err != nil {
 		return nil, err
 	}
 	return &udpListener{
 		UDPConn: c, auth: auth, local: addrPortOf(c.LocalAddr()), done: make(chan struct{}),
 		clients: make(map[netip.AddrPort]*relayConn),
-		rd:      rd, wr: wr, replies: make([]byte, udpBatch*bindingReplyMaxSize),
+		sock:    sock, out: newDgram(),
+		rd: newBatchReader(sock, udpBatch, udpBufSize), wr: newBatchWriter(sock, udpBatch),
+		replies: make([]byte, udpBatch*bindingReplyMaxSize),
 	}, nil
 }
 
@@ -160,7 +161,7 @@ func (l *udpListener) handle(i int, p []byte, src netip.AddrPort) bool {
 			return false
 		}
 		rc := l.client(src)
-		return rc != nil && rc.forward(number, payload)
+		return rc != nil && rc.forward(l.out, number, payload)
 	}
 	if len(p) < 20 || p[0] >= 0x40 {
 		return false
@@ -170,7 +171,7 @@ func (l *udpListener) handle(i int, p []byte, src netip.AddrPort) bool {
 		return true
 	}
 	if reply := l.auth.inspect(&l.in, p, false, src, l.local); reply != nil {
-		l.UDPConn.WriteToUDPAddrPort(reply, src) //nolint:errcheck // best effort, as pion's own replies
+		l.out.sendTo(l.sock, reply, src) //nolint:errcheck // best effort, as pion's own replies
 		return true
 	}
 	return false

@@ -12,8 +12,6 @@ import (
 // Without recvmmsg/sendmmsg the batches hold one datagram per system call;
 // the data plane works the same.
 
-const msgTrunc = syscall.MSG_TRUNC
-
 type batchReader struct {
 	c     *net.UDPConn
 	bufs  [][]byte
@@ -22,8 +20,8 @@ type batchReader struct {
 	trunc bool
 }
 
-func newBatchReader(c *net.UDPConn, _, size int) (*batchReader, error) {
-	return &batchReader{c: c, bufs: [][]byte{make([]byte, size)}}, nil
+func newBatchReader(s *udpSock, _, size int) *batchReader {
+	return &batchReader{c: s.conn, bufs: [][]byte{make([]byte, size)}}
 }
 
 func (r *batchReader) read() (int, error) {
@@ -31,7 +29,7 @@ func (r *batchReader) read() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	r.n, r.src, r.trunc = n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), flags&msgTrunc != 0
+	r.n, r.src, r.trunc = n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), flags&syscall.MSG_TRUNC != 0
 	return 1, nil
 }
 
@@ -44,8 +42,8 @@ type batchWriter struct {
 	dsts []netip.AddrPort
 }
 
-func newBatchWriter(c *net.UDPConn, batch int) (*batchWriter, error) {
-	return &batchWriter{c: c, p: make([][]byte, batch), dsts: make([]netip.AddrPort, batch)}, nil
+func newBatchWriter(s *udpSock, batch int) *batchWriter {
+	return &batchWriter{c: s.conn, p: make([][]byte, batch), dsts: make([]netip.AddrPort, batch)}
 }
 
 func (w *batchWriter) full() bool { return w.n == len(w.p) }
@@ -73,4 +71,19 @@ const listenerBuffer = 4 << 20
 func setBuffers(fd int) {
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, listenerBuffer) //nolint:errcheck // best effort
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, listenerBuffer) //nolint:errcheck // best effort
+}
+
+// dgram is one datagram at a time through net.UDPConn.
+type dgram struct{}
+
+func newDgram() *dgram { return &dgram{} }
+
+func (d *dgram) sendTo(s *udpSock, p []byte, dst netip.AddrPort) error {
+	_, err := s.conn.WriteToUDPAddrPort(p, dst)
+	return err
+}
+
+func (d *dgram) recvFrom(s *udpSock, p []byte) (int, netip.AddrPort, bool, error) {
+	n, _, flags, src, err := s.conn.ReadMsgUDPAddrPort(p, nil)
+	return n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), flags&syscall.MSG_TRUNC != 0, err
 }

@@ -163,6 +163,7 @@ const (
 type relayConn struct {
 	// static after construction
 	conn    *net.UDPConn
+	sock    *udpSock // nil if the raw conn failed: pion then relays everything
 	port    uint16
 	guard   *relayGuard
 	onClose func(*relayConn)
@@ -188,13 +189,15 @@ type relayConn struct {
 	// the address within the iteration that received it.
 	lastPeer     netip.AddrPort
 	lastPeerAddr *net.UDPAddr
+	io           *dgram
 
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
 func newRelayConn(conn *net.UDPConn, guard *relayGuard, bytesPerSec float64, onClose func(*relayConn)) *relayConn {
-	c := &relayConn{conn: conn, guard: guard, onClose: onClose}
+	c := &relayConn{conn: conn, guard: guard, onClose: onClose, io: newDgram()}
+	c.sock, _ = newUDPSock(conn)
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
 		c.port = uint16(la.Port)
 	}
@@ -264,7 +267,7 @@ func (c *relayConn) admitIn(src netip.AddrPort, n int) bool {
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		route := c.route.Load()
-		if route == nil || len(p) <= channelHeader {
+		if c.sock == nil || len(p) <= channelHeader {
 			n, src, err := c.conn.ReadFromUDPAddrPort(p)
 			if err != nil {
 				return n, nil, err
@@ -275,14 +278,23 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			}
 			continue
 		}
+		if route == nil {
+			n, src, _, err := c.io.recvFrom(c.sock, p)
+			if err != nil {
+				return n, nil, err
+			}
+			if c.admitIn(src, n) {
+				return n, c.peerAddr(src), nil
+			}
+			continue
+		}
 		// Read after room for the ChannelData header so the payload
 		// need not be copied to be framed.
-		n, _, flags, src, err := c.conn.ReadMsgUDPAddrPort(p[channelHeader:], nil)
+		n, src, trunc, err := c.io.recvFrom(c.sock, p[channelHeader:])
 		if err != nil {
 			return n, nil, err
 		}
-		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		if flags&msgTrunc != 0 {
+		if trunc {
 			// Longer than pion's buffer minus the header: pion would
 			// have relayed it cut short; a cut datagram is no use.
 			continue
@@ -291,7 +303,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			continue
 		}
 		if number, ok := c.channelByPeer(src); ok {
-			route.out.UDPConn.WriteToUDPAddrPort(frameChannelData(p, number, n), route.addr) //nolint:errcheck // best effort, as pion's own writes
+			c.io.sendTo(route.out.sock, frameChannelData(p, number, n), route.addr) //nolint:errcheck // best effort, as pion's own writes
 			continue
 		}
 		copy(p, p[channelHeader:channelHeader+n]) // a Data indication: pion's
@@ -363,13 +375,17 @@ func (c *relayConn) removeChannel(number uint16) {
 // forward is the client → peer fast path for a ChannelData payload on
 // channel number: it reports false when the channel is not bound (pion
 // then handles the datagram and drops it with its usual error).
-func (c *relayConn) forward(number uint16, payload []byte) bool {
+// d is the caller's scratch for the system call.
+func (c *relayConn) forward(d *dgram, number uint16, payload []byte) bool {
+	if c.sock == nil {
+		return false
+	}
 	peer, ok := c.channelPeer(number)
 	if !ok {
 		return false
 	}
 	if c.admitOut(peer, len(payload)) {
-		c.conn.WriteToUDPAddrPort(payload, peer) //nolint:errcheck // as WriteTo: UDP is best effort
+		d.sendTo(c.sock, payload, peer) //nolint:errcheck // as WriteTo: UDP is best effort
 	}
 	return true
 }

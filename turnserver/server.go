@@ -42,6 +42,14 @@ type Options struct {
 	// served as TURN over TLS and SharedPort is put in a turns: URI.
 	Shared     net.Listener
 	SharedPort int
+	// RemoteAllocations, when set, is how many allocations a user id
+	// holds on other servers sharing this one's quotas (package cluster):
+	// turn.user_quota counts them too.
+	RemoteAllocations func(user string) int
+	// OnAllocations, when set, hears each change of a user id's count of
+	// allocations (and reservations) on this server. Called with the
+	// allocation table's lock held: it must not call back into the server.
+	OnAllocations func(user string, count int)
 }
 
 // Server is a running STUN/TURN server.
@@ -115,6 +123,7 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 		}
 	}()
 	s.allocs = newAllocTable(cfg.UserQuota, cfg.TotalQuota, s.metrics, s.log)
+	s.allocs.remote, s.allocs.notify = opts.RemoteAllocations, opts.OnAllocations
 	s.auth = &authenticator{
 		realm:       cfg.Realm,
 		maxLifetime: cfg.MaxAllocationLifetime,

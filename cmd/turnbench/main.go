@@ -66,6 +66,7 @@ type options struct {
 	cpuProfile     string
 	callboxProfile string
 	callboxEnv     string
+	baseline       string
 	verbose        bool
 }
 
@@ -90,6 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.verbose, "v", false, "log every trial of the rate search")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the generator's own CPU profile to `file` (what the load costs)")
 	fs.StringVar(&o.callboxProfile, "callbox-cpuprofile", "", "profile callbox's TURN server: run it in this binary's harness (turnserver.New on the same config, no hub) and write its CPU profile of each round to `prefix`.N")
+	fs.StringVar(&o.baseline, "baseline", "", "another callbox `binary` (say, built from an older commit), measured as server \"baseline\" when -servers names it")
 	fs.StringVar(&o.callboxEnv, "callbox-env", "", "extra environment of the callbox process, comma-separated `KEY=VALUE` pairs (e.g. GOMAXPROCS=1,GOGC=50)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -124,8 +126,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-binding-sockets must be 1..64 and -binding-window 1..%d", batchSize)
 	}
 	for _, s := range splitList(o.servers) {
-		if s != "callbox" && s != "coturn" {
-			return o, fmt.Errorf("-servers: unknown server %q (callbox, coturn)", s)
+		if s != "callbox" && s != "coturn" && s != "baseline" {
+			return o, fmt.Errorf("-servers: unknown server %q (callbox, coturn, baseline)", s)
+		}
+		if s == "baseline" && o.baseline == "" {
+			return o, errors.New("-servers baseline needs -baseline PATH")
 		}
 	}
 	if len(splitList(o.servers)) == 0 {
@@ -168,6 +173,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("coturn's turnserver: %w (install the Debian package coturn, or -servers callbox)", err)
 	}
 	setup.callboxEnv = splitList(o.callboxEnv)
+	setup.baseline = o.baseline
 	if o.callboxProfile != "" {
 		if setup.harness, err = os.Executable(); err != nil {
 			return fmt.Errorf("-callbox-cpuprofile: %w", err)
