@@ -80,6 +80,7 @@ type udpListener struct {
 	replies []byte // a Binding reply slot per datagram of a batch
 	next    int    // next datagram of the batch to look at
 	got     int    // datagrams in the batch
+	pion    int    // datagram of the batch for pion; -1: none
 }
 
 // udpBatch is how many datagrams one recvmmsg (and one sendmmsg of Binding
@@ -95,51 +96,71 @@ func newUDPListener(c *net.UDPConn, auth *authenticator) (*udpListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &udpListener{
+	l := &udpListener{
 		UDPConn: c, auth: auth, local: addrPortOf(c.LocalAddr()), done: make(chan struct{}),
 		clients: make(map[netip.AddrPort]*relayConn),
 		sock:    sock, out: newDgram(),
 		rd: newBatchReader(sock, udpBatch, udpBufSize), wr: newBatchWriter(sock, udpBatch),
-		replies: make([]byte, udpBatch*bindingReplyMaxSize),
-	}, nil
+		replies: make([]byte, udpBatch*bindingReplyMaxSize), pion: -1,
+	}
+	l.rd.onBatch = l.onBatch
+	return l, nil
 }
 
 // ReadFrom returns the next datagram pion must handle; the data plane's
-// datagrams are handled on the way.
+// datagrams are handled on the way, inside the batch reader's loop.
 func (l *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		if l.next == l.got {
-			if err := l.fill(); err != nil {
-				// pion's loop ends on the first error; mark it so
-				// Close knows the reader is gone.
-				l.once.Do(func() { close(l.done) })
-				return 0, nil, err
-			}
+	if l.pion < 0 && !l.consume() {
+		if err := l.rd.serve(); err != nil {
+			// pion's loop ends on the first error; mark it so Close
+			// knows the reader is gone.
+			l.once.Do(func() { close(l.done) })
+			return 0, nil, err
 		}
+	}
+	i := l.pion
+	l.pion = -1
+	if l.wr.n > 0 {
+		l.wr.flush() //nolint:errcheck // replies are best effort; a read reports a closed socket
+	}
+	pkt, src, trunc := l.rd.msg(i)
+	n := copy(p, pkt)
+	if trunc {
+		n = len(p) // pion drops it as too long
+	}
+	// pion keeps the address of an allocation's client: a fresh one
+	// each time.
+	return n, net.UDPAddrFromAddrPort(src), nil
+}
+
+// onBatch takes a batch the reader just filled.
+func (l *udpListener) onBatch(n int) bool {
+	l.next, l.got = 0, n
+	return l.consume()
+}
+
+// consume handles the rest of the batch until a datagram for pion, which
+// it leaves in l.pion (true); at the end of the batch it sends the
+// Binding replies (false).
+func (l *udpListener) consume() bool {
+	for l.next < l.got {
 		i := l.next
 		l.next++
 		pkt, src, trunc := l.rd.msg(i)
 		if !trunc && l.handle(i, pkt, src) {
 			continue
 		}
-		if l.wr.n > 0 {
-			l.wr.flush() //nolint:errcheck // replies are best effort; the read reports a closed socket
-		}
-		n := copy(p, pkt)
-		if trunc {
-			n = len(p) // pion drops it as too long
-		}
-		// pion keeps the address of an allocation's client: a fresh one
-		// each time.
-		return n, net.UDPAddrFromAddrPort(src), nil
+		l.pion = i
+		return true
 	}
-}
-
-// fill sends the Binding replies of the last batch and reads the next.
-func (l *udpListener) fill() error {
 	if l.wr.n > 0 {
 		l.wr.flush() //nolint:errcheck // as above
 	}
+	return false
+}
+
+// fill reads one batch (tests and benchmarks drive the reader with it).
+func (l *udpListener) fill() error {
 	n, err := l.rd.read()
 	if err != nil {
 		return err

@@ -13,11 +13,12 @@ import (
 // the data plane works the same.
 
 type batchReader struct {
-	c     *net.UDPConn
-	bufs  [][]byte
-	n     int
-	src   netip.AddrPort
-	trunc bool
+	onBatch func(n int) bool
+	c       *net.UDPConn
+	bufs    [][]byte
+	n       int
+	src     netip.AddrPort
+	trunc   bool
 }
 
 func newBatchReader(s *udpSock, _, size int) *batchReader {
@@ -31,6 +32,18 @@ func (r *batchReader) read() (int, error) {
 	}
 	r.n, r.src, r.trunc = n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), flags&syscall.MSG_TRUNC != 0
 	return 1, nil
+}
+
+func (r *batchReader) serve() error {
+	for {
+		n, err := r.read()
+		if err != nil {
+			return err
+		}
+		if r.onBatch(n) {
+			return nil
+		}
+	}
 }
 
 func (r *batchReader) msg(int) ([]byte, netip.AddrPort, bool) { return r.bufs[0][:r.n], r.src, r.trunc }

@@ -190,6 +190,7 @@ type relayConn struct {
 	lastPeer     netip.AddrPort
 	lastPeerAddr *net.UDPAddr
 	io           *dgram
+	rx           relayRx
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -198,6 +199,7 @@ type relayConn struct {
 func newRelayConn(conn *net.UDPConn, guard *relayGuard, bytesPerSec float64, onClose func(*relayConn)) *relayConn {
 	c := &relayConn{conn: conn, guard: guard, onClose: onClose, io: newDgram()}
 	c.sock, _ = newUDPSock(conn)
+	c.initRx()
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
 		c.port = uint16(la.Port)
 	}
@@ -265,49 +267,22 @@ func (c *relayConn) admitIn(src netip.AddrPort, n int) bool {
 // a peer with a bound channel of a UDP allocation does not return at all:
 // it is framed as ChannelData in p and sent to the client here.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.sock != nil && len(p) > channelHeader {
+		n, src, err := c.readData(p) // relay_linux.go
+		if err != nil {
+			return 0, nil, err
+		}
+		return n, c.peerAddr(src), nil
+	}
 	for {
-		route := c.route.Load()
-		if c.sock == nil || len(p) <= channelHeader {
-			n, src, err := c.conn.ReadFromUDPAddrPort(p)
-			if err != nil {
-				return n, nil, err
-			}
-			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-			if c.admitIn(src, n) {
-				return n, c.peerAddr(src), nil
-			}
-			continue
-		}
-		if route == nil {
-			n, src, _, err := c.io.recvFrom(c.sock, p)
-			if err != nil {
-				return n, nil, err
-			}
-			if c.admitIn(src, n) {
-				return n, c.peerAddr(src), nil
-			}
-			continue
-		}
-		// Read after room for the ChannelData header so the payload
-		// need not be copied to be framed.
-		n, src, trunc, err := c.io.recvFrom(c.sock, p[channelHeader:])
+		n, src, err := c.conn.ReadFromUDPAddrPort(p)
 		if err != nil {
 			return n, nil, err
 		}
-		if trunc {
-			// Longer than pion's buffer minus the header: pion would
-			// have relayed it cut short; a cut datagram is no use.
-			continue
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		if c.admitIn(src, n) {
+			return n, c.peerAddr(src), nil
 		}
-		if !c.admitIn(src, n) {
-			continue
-		}
-		if number, ok := c.channelByPeer(src); ok {
-			c.io.sendTo(route.out.sock, frameChannelData(p, number, n), route.addr) //nolint:errcheck // best effort, as pion's own writes
-			continue
-		}
-		copy(p, p[channelHeader:channelHeader+n]) // a Data indication: pion's
-		return n, c.peerAddr(src), nil
 	}
 }
 
