@@ -199,3 +199,46 @@ func TestClientPingAnswered(t *testing.T) {
 		t.Fatalf("pong %q (seen %v)", s, ok)
 	}
 }
+
+// FuzzDecodeSignal: what the fast path accepts, json.Unmarshal decodes to
+// the same message; and the fast path takes the common signal.
+func FuzzDecodeSignal(f *testing.F) {
+	for _, s := range []string{
+		string(benchSignal),
+		`{"type":"signal","to":"p1","payload":{"description":{"type":"offer","sdp":"v=0\r\n"}}}`,
+		` { "payload" : [1,-2.5e+3,true,false,null,"\u00e9\"\\"] , "to" : "p1" , "type" : "signal" } `,
+		`{"type":"signal","to":"p1","payload":null}`, `{"type":"signal","to":"","payload":1}`,
+		`{"type":"signal","to":"p1","payload":1,"to":"p2"}`, `{"Type":"signal","to":"p1","payload":1}`,
+		`{"type":"signal","to":"p1","payload":01}`, `{"type":"signal","to":"p1","payload":"\x01"}`,
+		`{"type":"signal","to":"p1","payload":{"a":1,}}`, `{"type":"signal","to":"p1","payload":1}x`,
+		`{"type":"chat","text":"hi"}`, `{"type":"signal","to":"p\u0031","payload":1}`, "{\"type\":\"signal\",\"to\":\"p1\",\"payload\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := decodeSignal(data)
+		if !ok {
+			return
+		}
+		var slow inMsg
+		if err := json.Unmarshal(data, &slow); err != nil {
+			t.Fatalf("fast path took %q, json.Unmarshal refuses it: %v", data, err)
+		}
+		if slow.Type != fast.Type || slow.To != fast.To || !bytes.Equal(slow.Payload, fast.Payload) ||
+			slow.Version != nil || slow.Room != "" || slow.Name != "" || slow.Text != "" {
+			t.Fatalf("%q: fast %+v, json.Unmarshal %+v", data, *fast, slow)
+		}
+	})
+}
+
+func TestDecodeSignalTakesTheCommonCase(t *testing.T) {
+	for _, s := range []string{
+		string(benchSignal),
+		`{"type":"signal","to":"pAb-_9","payload":{"description":{"type":"answer","sdp":"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n"}}}`,
+		`{"to":"p1","payload":{"candidate":"","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":null},"type":"signal"}`,
+	} {
+		if _, ok := decodeSignal([]byte(s)); !ok {
+			t.Errorf("the fast path refused %s", s)
+		}
+	}
+}

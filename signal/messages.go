@@ -93,6 +93,9 @@ type inMsg struct {
 // decode parses one client message. Every failure is the non-fatal
 // bad_message: the caller decides whether the context makes it fatal.
 func decode(data []byte) (*inMsg, error) {
+	if m, ok := decodeSignal(data); ok {
+		return m, nil
+	}
 	var m inMsg
 	if err := json.Unmarshal(data, &m); err != nil {
 		var te *json.UnmarshalTypeError

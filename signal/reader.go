@@ -244,8 +244,10 @@ func asProtocolError(err error) *ProtocolError {
 }
 
 // readBufs holds the buffers messages are read into: handle copies what it
-// keeps (json.Unmarshal copies strings and raw payloads), so one buffer
-// serves message after message instead of io.ReadAll's growing garbage.
+// keeps (json.Unmarshal copies strings and raw payloads; decodeSignal's
+// payload aliases the buffer, and relay copies it into the frame it sends),
+// so one buffer serves message after message instead of io.ReadAll's
+// growing garbage.
 var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 func putReadBuf(bp *[]byte) {

@@ -169,6 +169,13 @@ func (callboxProto) Parse(frame []byte) (inbound, error) {
 	if t, ok := fastStamp(frame, `{"type":"signal",`); ok {
 		return inbound{kind: kindSignal, stamp: t}, nil
 	}
+	// The welcome (a kilobyte of ICE servers and history) starts with the
+	// id, as the hub's welcomeMsg orders its fields.
+	if rest, ok := bytes.CutPrefix(frame, []byte(`{"type":"welcome","id":"`)); ok {
+		if end := bytes.IndexByte(rest, '"'); end > 0 && bytes.IndexByte(rest[:end], '\\') < 0 {
+			return inbound{kind: kindJoined, id: string(rest[:end])}, nil
+		}
+	}
 	var m struct {
 		Type    string          `json:"type"`
 		ID      string          `json:"id"`

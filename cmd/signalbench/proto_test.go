@@ -223,3 +223,18 @@ func TestSignalFrames(t *testing.T) {
 		}
 	}
 }
+
+func TestWelcomeFastPath(t *testing.T) {
+	for _, tc := range []struct {
+		frame, id string
+	}{
+		{`{"type":"welcome","id":"pAbC-_9","room":"r","iceServers":[]}`, "pAbC-_9"},
+		{`{"type":"welcome","room":"r","id":"pX"}`, "pX"},     // other order: the full parse
+		{`{"type":"welcome","id":"p\"q","room":"r"}`, "p\"q"}, // an escape: the full parse
+	} {
+		in, err := callboxProto{}.Parse([]byte(tc.frame))
+		if err != nil || in.kind != kindJoined || in.id != tc.id {
+			t.Errorf("Parse(%s) = %+v, %v; want joined %q", tc.frame, in, err, tc.id)
+		}
+	}
+}
