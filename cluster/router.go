@@ -282,3 +282,16 @@ func itoa(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
 }
+
+// Alive is how many other nodes this node hears from and is in step with.
+func (n *Node) Alive() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	alive := 0
+	for _, ns := range n.v.nodes {
+		if !ns.dead && ns.synced {
+			alive++
+		}
+	}
+	return alive
+}
