@@ -47,7 +47,7 @@ func testSignal(mutate func(*config.Signal)) config.Signal {
 
 func startNode(t testing.TB, name, natsURL string, scfg config.Signal) *testNode {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})).With("test_node", name)
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})).With("test_node", name)
 	node, err := New(config.Cluster{NATS: []string{natsURL}, Node: name, Replicas: 1, Heartbeat: testHeartbeat},
 		Options{Logger: logger, Signal: scfg})
 	if err != nil {

@@ -202,9 +202,10 @@ func (n *Node) Start(hub signal.Inbound) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.loop(ctx, evs)
 	go n.chatLoop(ctx)
+	go n.beat(ctx)
 	n.heartbeat()
 	return nil
 }
@@ -285,6 +286,23 @@ func (n *Node) heartbeat() {
 	}
 }
 
+// beat sends the heartbeats, on a goroutine of their own so that a busy
+// loop (a large state to apply, a hub slow to take its locks) does not make
+// this node look dead to the others.
+func (n *Node) beat(ctx context.Context) {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.heartbeat()
+		}
+	}
+}
+
 // loop is the one goroutine that applies other nodes' events and states
 // and tells the hub, so the hub hears them in order.
 func (n *Node) loop(ctx context.Context, evs chan *nats.Msg) {
@@ -302,7 +320,6 @@ func (n *Node) loop(ctx context.Context, evs chan *nats.Msg) {
 		case f := <-n.fetched:
 			n.onFetched(f, &out)
 		case now := <-t.C:
-			n.heartbeat()
 			n.tick(now, &out)
 		}
 		n.tell(out)

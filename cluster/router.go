@@ -30,13 +30,17 @@ func (n *Node) Join(room string, maxPeers, maxRooms int) error {
 		return &signal.ProtocolError{Code: signal.CodeTooManyRooms, Fatal: true,
 			Reason: "the cluster has " + itoa(maxRooms) + " rooms, its limit"}
 	}
-	if n.ready.Load() {
+	if n.chatUp() {
 		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 		defer cancel()
 		n.chat.ensure(ctx, n, room)
 	}
 	return nil
 }
+
+// chatUp: the chat stream can be used now. While NATS is away a join
+// does not wait for a history load that would time out.
+func (n *Node) chatUp() bool { return n.ready.Load() && n.nc.IsConnected() }
 
 // Peers implements signal.Router.
 func (n *Node) Peers(room string) []signal.Member {
@@ -150,7 +154,7 @@ func (n *Node) onSignal(msg *nats.Msg) {
 // Chat implements signal.Router: the stream stamps it; every node,
 // this one included, hears it from its consumer in the stream's order.
 func (n *Node) Chat(room string, c signal.Chat) bool {
-	if !n.ready.Load() || !n.nc.IsConnected() {
+	if !n.chatUp() {
 		return false
 	}
 	b, _ := json.Marshal(wireChat{From: c.From, Name: c.Name, Time: c.Time, Text: c.Text})
@@ -213,7 +217,7 @@ func (n *Node) Claim(room, token string) (signal.Claimed, bool) {
 	claimed := signal.Claimed{ID: m.id, Name: m.name, Reconnecting: rec || ownerDead, Pending: pending}
 	n.mu.Unlock()
 	// The room's chat, for the history after the resumer's lastSeq.
-	if n.ready.Load() {
+	if n.chatUp() {
 		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 		n.chat.ensure(ctx, n, room)
 		cancel()
@@ -281,4 +285,17 @@ func (n *Node) Status() string {
 func itoa(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
+}
+
+// Alive is how many other nodes this node hears from and is in step with.
+func (n *Node) Alive() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	alive := 0
+	for _, ns := range n.v.nodes {
+		if !ns.dead && ns.synced {
+			alive++
+		}
+	}
+	return alive
 }

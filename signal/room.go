@@ -226,7 +226,13 @@ func (h *Hub) resumeClaimed(c *client, m *inMsg, failed error) error {
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closing || h.peers[cl.ID] != nil {
+	if h.peers[cl.ID] != nil {
+		return failed // a second resume of the same session won the race
+	}
+	if h.closing {
+		// The cluster now says this hub holds the peer: say it left, or
+		// it would stay in the room everywhere.
+		h.router.Publish(Event{Type: "left", Room: m.Room, ID: cl.ID, Reason: "left"})
 		return failed
 	}
 	r := h.rooms[m.Room]
