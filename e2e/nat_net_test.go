@@ -280,22 +280,21 @@ func (n *natNet) addClient(kind natKind) (*natClient, error) {
 	return c, runAll(rules...)
 }
 
-// setUplink cuts (down) or restores the router's forwarding of this
-// client's traffic, both ways; the WebSocket, TURN and media all stop.
+// setUplink cuts (down) or restores everything the router forwards for
+// its client, both ways: media, TURN and the WebSocket. One rule, so the
+// cut starts when the command returns. A client without a router has
+// its own traffic dropped instead.
 func (c *natClient) setUplink(up bool) error {
-	ns := c.router
-	if ns == "" {
-		ns = c.ns
-	}
 	op := "-I"
 	if up {
 		op = "-D"
 	}
-	// OUTPUT and INPUT too, for a client without a router.
+	if c.router != "" {
+		return run("ip", "netns", "exec", c.router, "iptables", "-w", op, "FORWARD", "-j", "DROP")
+	}
 	return runAll(
-		[]string{"ip", "netns", "exec", ns, "iptables", "-w", op, "FORWARD", "-j", "DROP"},
-		[]string{"ip", "netns", "exec", ns, "iptables", "-w", op, "OUTPUT", "!", "-o", "lo", "-j", "DROP"},
-		[]string{"ip", "netns", "exec", ns, "iptables", "-w", op, "INPUT", "!", "-i", "lo", "-j", "DROP"},
+		[]string{"ip", "netns", "exec", c.ns, "iptables", "-w", op, "OUTPUT", "!", "-o", "lo", "-j", "DROP"},
+		[]string{"ip", "netns", "exec", c.ns, "iptables", "-w", op, "INPUT", "!", "-i", "lo", "-j", "DROP"},
 	)
 }
 
