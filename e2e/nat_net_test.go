@@ -71,7 +71,7 @@ var (
 // goroutines (cells are built in parallel).
 type natNet struct {
 	t      *testing.T
-	prefix string // of every namespace name: "cbx" + random hex
+	prefix string // of every namespace name: "cbnat" + random hex
 	inet   string // the internet namespace
 
 	mu    sync.Mutex
@@ -121,7 +121,7 @@ func newNatNet(t *testing.T) *natNet {
 	requireNetns(t)
 	b := make([]byte, 3)
 	rand.Read(b)
-	n := &natNet{t: t, prefix: "cbx" + hex.EncodeToString(b)}
+	n := &natNet{t: t, prefix: "cbnat" + hex.EncodeToString(b)}
 	t.Cleanup(n.teardown)
 	var err error
 	if n.inet, err = n.addNS("inet"); err != nil {
