@@ -286,3 +286,34 @@ func replaceSection(path, name, body string) error {
 	}
 	return os.WriteFile(path, []byte(s[:i+len(open)]+body+s[j:]), 0o644)
 }
+
+// replaceSection rewrites only its section, and refuses a file without one.
+func TestReplaceSection(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, in, want string
+		ok             bool
+	}{
+		{"fills an empty section", "a\n<!-- s -->\n<!-- /s -->\nb\n", "a\n<!-- s -->\nnew\n<!-- /s -->\nb\n", true},
+		{"replaces the old body", "<!-- s -->\nold\nold\n<!-- /s -->", "<!-- s -->\nnew\n<!-- /s -->", true},
+		{"leaves other sections", "<!-- t -->\nx\n<!-- /t -->\n<!-- s -->\n<!-- /s -->", "<!-- t -->\nx\n<!-- /t -->\n<!-- s -->\nnew\n<!-- /s -->", true},
+		{"no section", "nothing here\n", "nothing here\n", false},
+		{"end before start", "<!-- /s -->\n<!-- s -->\n", "<!-- /s -->\n<!-- s -->\n", false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("%d.md", i))
+			if err := os.WriteFile(path, []byte(tt.in), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err := replaceSection(path, "s", "new\n")
+			if (err == nil) != tt.ok {
+				t.Fatalf("err = %v, want ok = %v", err, tt.ok)
+			}
+			got, _ := os.ReadFile(path)
+			if string(got) != tt.want {
+				t.Errorf("file = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
