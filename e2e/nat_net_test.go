@@ -71,7 +71,7 @@ var (
 // goroutines (cells are built in parallel).
 type natNet struct {
 	t      *testing.T
-	prefix string // of every namespace name: "cbx" + random hex
+	prefix string // of every namespace name: "cbnat" + random hex
 	inet   string // the internet namespace
 
 	mu    sync.Mutex
@@ -121,7 +121,7 @@ func newNatNet(t *testing.T) *natNet {
 	requireNetns(t)
 	b := make([]byte, 3)
 	rand.Read(b)
-	n := &natNet{t: t, prefix: "cbx" + hex.EncodeToString(b)}
+	n := &natNet{t: t, prefix: "cbnat" + hex.EncodeToString(b)}
 	t.Cleanup(n.teardown)
 	var err error
 	if n.inet, err = n.addNS("inet"); err != nil {
@@ -280,22 +280,21 @@ func (n *natNet) addClient(kind natKind) (*natClient, error) {
 	return c, runAll(rules...)
 }
 
-// setUplink cuts (down) or restores the router's forwarding of this
-// client's traffic, both ways; the WebSocket, TURN and media all stop.
+// setUplink cuts (down) or restores everything the router forwards for
+// its client, both ways: media, TURN and the WebSocket. One rule, so the
+// cut starts when the command returns. A client without a router has
+// its own traffic dropped instead.
 func (c *natClient) setUplink(up bool) error {
-	ns := c.router
-	if ns == "" {
-		ns = c.ns
-	}
 	op := "-I"
 	if up {
 		op = "-D"
 	}
-	// OUTPUT and INPUT too, for a client without a router.
+	if c.router != "" {
+		return run("ip", "netns", "exec", c.router, "iptables", "-w", op, "FORWARD", "-j", "DROP")
+	}
 	return runAll(
-		[]string{"ip", "netns", "exec", ns, "iptables", "-w", op, "FORWARD", "-j", "DROP"},
-		[]string{"ip", "netns", "exec", ns, "iptables", "-w", op, "OUTPUT", "!", "-o", "lo", "-j", "DROP"},
-		[]string{"ip", "netns", "exec", ns, "iptables", "-w", op, "INPUT", "!", "-i", "lo", "-j", "DROP"},
+		[]string{"ip", "netns", "exec", c.ns, "iptables", "-w", op, "OUTPUT", "!", "-o", "lo", "-j", "DROP"},
+		[]string{"ip", "netns", "exec", c.ns, "iptables", "-w", op, "INPUT", "!", "-i", "lo", "-j", "DROP"},
 	)
 }
 

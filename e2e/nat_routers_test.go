@@ -68,6 +68,26 @@ func TestNATRouters(t *testing.T) {
 			}
 		})
 	}
+	// The fault TestNATFaults injects: a cut uplink lets nothing through,
+	// and everything again once restored.
+	t.Run("uplink cut", func(t *testing.T) {
+		c, err := n.addClient(natPortRestr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, up := range []bool{false, true} {
+			if err := c.setUplink(up); err != nil {
+				t.Fatal(err)
+			}
+			got, err := probe.run(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.udp != up || got.tcp443 != up || got.tcpOther != up {
+				t.Errorf("uplink up = %v: %s", up, got)
+			}
+		}
+	})
 }
 
 // probe is a STUN responder in the internet namespace on two ports, and
