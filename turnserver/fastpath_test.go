@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -408,5 +409,57 @@ func TestFastPathFollowsPion(t *testing.T) {
 	eventually(t, "allocation forgotten", func() bool { return l.client(src) == nil })
 	if len(*rc.channels.Load()) != 0 {
 		t.Errorf("channels left after the allocation: %v", *rc.channels.Load())
+	}
+}
+
+// TestFastPathBursts: the readers park without an EAGAIN read when a
+// batch comes back short, which is only right if every datagram queued
+// behind it raises a wake-up. Bursts in both directions, then silence:
+// every datagram must arrive without a later one to push it out.
+func TestFastPathBursts(t *testing.T) {
+	fp := newFastPair(t)
+	fp.l.auth = testAuthenticator(t)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		fp.rc.ReadFrom(make([]byte, pionMTU)) //nolint:errcheck // ends when the relay closes
+	}()
+	go func() {
+		defer wg.Done()
+		fp.l.ReadFrom(make([]byte, pionMTU)) //nolint:errcheck // ends when the socket closes
+	}()
+	t.Cleanup(func() {
+		fp.rc.Close()
+		fp.l.UDPConn.Close()
+		wg.Wait()
+	})
+	tests := []struct {
+		name     string
+		from, to *net.UDPConn
+		dst      netip.AddrPort
+		msg      []byte
+	}{
+		{"peer to client", fp.peer, fp.client, fp.relayAddr(), []byte("burst")},
+		{"client to peer", fp.client, fp.peer, fp.listenAddr(), []byte{0x40, 0x00, 0x00, 0x05, 'b', 'u', 'r', 's', 't', 0, 0, 0}},
+	}
+	buf := make([]byte, 2048)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for round := range 200 {
+				burst := 1 + round%7
+				for range burst {
+					if _, err := tc.from.WriteToUDPAddrPort(tc.msg, tc.dst); err != nil {
+						t.Fatal(err)
+					}
+				}
+				tc.to.SetReadDeadline(time.Now().Add(2 * time.Second))
+				for i := range burst {
+					if _, _, err := tc.to.ReadFromUDPAddrPort(buf); err != nil {
+						t.Fatalf("round %d: datagram %d of %d: %v", round, i+1, burst, err)
+					}
+				}
+			}
+		})
 	}
 }
