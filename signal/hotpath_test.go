@@ -242,3 +242,25 @@ func TestDecodeSignalTakesTheCommonCase(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectWriteAfterWriterDeadline: the writer goroutine leaves a write
+// deadline (writeWait after its last frame) on the socket; once it has
+// passed, a direct write must still go out.
+func TestDirectWriteAfterWriterDeadline(t *testing.T) {
+	ts := newTestServer(t, nil)
+	a, _ := ts.join(t, "deadline", "A")
+	b, wb := ts.join(t, "deadline", "B")
+	a.expect("joined")
+	ts.hub.mu.Lock()
+	for c := range ts.hub.clients {
+		if c.peer != nil && c.peer.id == wb.ID {
+			// What the writer left, moved into the past rather than waited for.
+			c.ws.NetConn().SetWriteDeadline(time.Now().Add(-time.Second))
+		}
+	}
+	ts.hub.mu.Unlock()
+	a.send(map[string]any{"type": "signal", "to": wb.ID, "payload": 1})
+	if m := b.expect("signal"); string(m.Payload) != "1" {
+		t.Fatalf("got %v", m)
+	}
+}

@@ -380,7 +380,7 @@ func (h *Hub) check(c *client, p *peer, now time.Time) {
 	}
 	if ns >= c.nextPing {
 		c.nextPing = ns + ping
-		c.push(frame{kind: framePing})
+		c.push(frame{kind: framePing}, true) // the sweeper holds no lock here
 	}
 	if p == nil {
 		if ns-c.born > helloTimeout.Nanoseconds() {

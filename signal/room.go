@@ -292,7 +292,7 @@ func (h *Hub) relay(c *client, m *inMsg) {
 	case t == nil || t == p:
 		c.fail(protoErr(CodeUnknownPeer, false, "no peer %.64q in room %s", m.To, r.name))
 	case t.conn != nil:
-		t.conn.send(b)
+		t.conn.sendDirect(b)
 	case len(t.pending) < maxPending:
 		t.pending = append(t.pending, b)
 	default:
