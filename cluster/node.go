@@ -331,6 +331,10 @@ func (n *Node) loop(ctx context.Context, evs chan *nats.Msg) {
 
 func (n *Node) tell(out notes) {
 	for _, ev := range out {
+		if ev.Type == noteRelease {
+			n.hub.Release(ev.Room, ev.ID)
+			continue
+		}
 		n.hub.RemoteEvent(ev)
 	}
 }
