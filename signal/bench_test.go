@@ -62,3 +62,35 @@ func newBenchServer(b *testing.B) *testServer {
 		c.MessageBurst = 100000
 	})
 }
+
+// benchSignal is a browser's ICE candidate message as the hub receives it.
+var benchSignal = []byte(`{"type":"signal","to":"pAbCdEfGh","payload":{"t":123456789012,"candidate":{"candidate":"candidate:842163049 1 udp 1677729535 192.0.2.10 61432 typ srflx raddr 10.0.0.5 rport 61432 generation 0 ufrag Xk9f network-cost 999","sdpMid":"0","sdpMLineIndex":0}}}`)
+
+// BenchmarkSignalPath: the per-message work of a relayed signal without
+// the sockets: decoding the client's message and encoding the relayed one,
+// json.Marshal (before) against the splice.
+//
+//	go test -run '^$' -bench SignalPath -benchmem ./signal
+func BenchmarkSignalPath(b *testing.B) {
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decode(benchSignal); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	m, _ := decode(benchSignal)
+	b.Run("encode=marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			encode(signalOut{Type: "signal", From: "pZyXwVuTs", Payload: m.Payload})
+		}
+	})
+	b.Run("encode=splice", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			encodeSignal("pZyXwVuTs", m.Payload)
+		}
+	})
+}

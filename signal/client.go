@@ -26,7 +26,7 @@ const (
 	// a hijacked reader only above 256 bytes; 320 still takes a typical ICE
 	// candidate message in one read.
 	readBufferSize = 320
-	// The parked reader relies on gorilla reading through our buffer,
+	// The reader (serve) relies on gorilla reading through our buffer,
 	// which it does only above 256 bytes: this fails to compile below.
 	_ = uint(readBufferSize - 257)
 	// writeBufferSize is a pooled buffer, held only while a frame is written.
@@ -59,11 +59,13 @@ type frameKind uint8
 const (
 	frameText frameKind = iota
 	framePing
+	framePong
 	frameClose
+	frameRaw // the rest of a frame a direct write left half written
 )
 
 // frame is one queued write. For frameClose, code and text are the close
-// frame's.
+// frame's; for framePong, data is the ping's.
 type frame struct {
 	kind frameKind
 	code int
@@ -80,7 +82,7 @@ type client struct {
 	h    *Hub
 	ws   *websocket.Conn
 	br   *bufio.Reader   // gorilla's read buffer, ours so the reader can see it is empty
-	raw  syscall.RawConn // nil: the reader cannot park (TLS)
+	raw  syscall.RawConn // non-nil: the socket is polled (plain TCP on Linux)
 	ip   string
 	born int64 // Unix ns
 
@@ -113,15 +115,26 @@ func newClient(h *Hub, ws *websocket.Conn, br *bufio.Reader, ip string) *client 
 		h:        h,
 		ws:       ws,
 		br:       br,
-		raw:      rawConn(ws.NetConn()),
 		ip:       ip,
 		born:     now,
 		tokens:   float64(h.conf().MessageBurst),
 		tokensAt: now,
 	}
+	c.raw = rawConn(ws.NetConn())
 	c.lastRead.Store(now)
 	ws.SetPongHandler(func(string) error {
 		c.lastRead.Store(time.Now().UnixNano())
+		return nil
+	})
+	// Gorilla's own handlers would write from the reader; every write is
+	// ours to order instead, because a direct write (push) may leave half a
+	// frame for the writer to finish.
+	ws.SetPingHandler(func(data string) error {
+		c.push(frame{kind: framePong, data: []byte(data)})
+		return nil
+	})
+	ws.SetCloseHandler(func(code int, _ string) error {
+		c.echoClose(code)
 		return nil
 	})
 	return c
@@ -136,8 +149,8 @@ func (c *client) send(b []byte) bool {
 
 func (c *client) push(f frame) bool {
 	c.qmu.Lock()
-	defer c.qmu.Unlock()
 	if c.closed {
+		c.qmu.Unlock()
 		return false
 	}
 	if len(c.queue) >= c.h.conf().SendQueue {
@@ -146,14 +159,93 @@ func (c *client) push(f frame) bool {
 		c.queue = append(c.queue[:0], frame{kind: frameText, data: encodeError(e)}, closeFrame(e))
 		c.endLocked(CodeSlowConsumer)
 		c.startWriterLocked()
+		c.qmu.Unlock()
 		return false
 	}
-	c.queue = append(c.queue, f)
-	if f.kind == frameClose {
-		c.closed = true
+	direct := c.raw != nil && !c.writing && len(c.queue) == 0 && (f.kind == frameText || f.kind == framePing)
+	if !direct {
+		c.queue = append(c.queue, f)
+		if f.kind == frameClose {
+			c.endLocked("") // the reason is set by whoever queued it
+		}
+		c.startWriterLocked()
+		c.qmu.Unlock()
+		return true
+	}
+	// Nothing is queued and no writer runs: one non-blocking write of the
+	// whole frame, most often all of it, spares the writer goroutine and
+	// its wake-up. Holding writing makes it the only write under way.
+	c.writing = true
+	c.qmu.Unlock()
+	rest, err := c.writeDirect(&f)
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	c.writing = false
+	switch {
+	case err != nil:
+		c.endLocked(reasonDropped)
+		c.queue = nil
+		shutdownSocket(c.raw)
+	case len(rest) > 0:
+		// The socket's buffer is full: the writer finishes the frame
+		// first, then whatever was queued meanwhile.
+		c.queue = append([]frame{{kind: frameRaw, data: rest}}, c.queue...)
 	}
 	c.startWriterLocked()
 	return true
+}
+
+// writeBufs hold a frame's header and payload for one direct write.
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// writeDirect writes f in one non-blocking system call and returns what
+// did not fit (a copy). Server frames are unmasked: FIN and opcode, the
+// length, the payload (RFC 6455 section 5.2).
+func (c *client) writeDirect(f *frame) (rest []byte, err error) {
+	bp := writeBufs.Get().(*[]byte)
+	b := (*bp)[:0]
+	switch f.kind {
+	case framePing:
+		b = append(b, 0x89, 0)
+	default:
+		b = append(b, 0x81)
+		switch n := len(f.data); {
+		case n < 126:
+			b = append(b, byte(n))
+		case n <= 0xFFFF:
+			b = append(b, 126, byte(n>>8), byte(n))
+		default:
+			b = append(b, 127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+		}
+		b = append(b, f.data...)
+	}
+	n, err := writeSocket(c.raw, b)
+	if err == nil && n < len(b) {
+		rest = append([]byte(nil), b[n:]...)
+	}
+	if cap(b) <= 64<<10 {
+		*bp = b[:0]
+		writeBufs.Put(bp)
+	}
+	return rest, err
+}
+
+// echoClose answers a client's close frame, as gorilla's default handler
+// does, unless a writer is under way (it may stand mid-frame): then the
+// socket closes without the echo.
+func (c *client) echoClose(code int) {
+	c.qmu.Lock()
+	if c.writing {
+		c.qmu.Unlock()
+		return
+	}
+	c.writing = true
+	c.qmu.Unlock()
+	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(writeWait))
+	c.qmu.Lock()
+	c.writing = false
+	c.startWriterLocked()
+	c.qmu.Unlock()
 }
 
 func closeFrame(e *ProtocolError) frame {
@@ -191,7 +283,7 @@ func (c *client) closeWith(reason string, code int, text string) {
 
 func (c *client) endLocked(reason string) {
 	c.closed = true
-	if c.reason == "" {
+	if c.reason == "" && reason != "" {
 		c.reason = reason
 	}
 }
@@ -203,6 +295,13 @@ func (c *client) abort(reason string) {
 	c.endLocked(reason)
 	c.queue = nil
 	c.qmu.Unlock()
+	if c.raw != nil {
+		// A polled socket is closed by its reader only (so its descriptor
+		// is never reused under the poller): shut it down, which fails a
+		// running reader or writer and wakes a parked socket's.
+		shutdownSocket(c.raw)
+		return
+	}
 	c.ws.NetConn().Close()
 }
 
@@ -261,14 +360,24 @@ func (c *client) write(f *frame) error {
 	switch f.kind {
 	case framePing:
 		return c.ws.WriteControl(websocket.PingMessage, nil, deadline)
+	case framePong:
+		return c.ws.WriteControl(websocket.PongMessage, f.data, deadline)
+	case frameRaw:
+		conn := c.ws.NetConn()
+		if err := conn.SetWriteDeadline(deadline); err != nil {
+			return err
+		}
+		_, err := conn.Write(f.data)
+		return err
 	case frameClose:
 		text := f.text
 		if len(text) > 120 { // a close frame's reason has 123 bytes
 			text = text[:120]
 		}
 		err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(f.code, text), deadline)
-		// Give the client closeGrace to answer, then the reader ends anyway.
-		c.ws.NetConn().SetReadDeadline(time.Now().Add(closeGrace))
+		// Give the client closeGrace to answer, then the reader ends anyway
+		// (a parked socket has no read to put a deadline on).
+		time.AfterFunc(closeGrace, func() { c.abort(reasonTimeout) })
 		return err
 	default:
 		if err := c.ws.SetWriteDeadline(deadline); err != nil {

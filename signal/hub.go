@@ -71,6 +71,9 @@ type Hub struct {
 	tick     time.Duration // sweeper period
 	stop     context.CancelFunc
 
+	pollOnce sync.Once
+	poll     *poller // set once, by poller() (reader.go); nil: a goroutine per socket
+
 	wg sync.WaitGroup // every goroutine the hub starts
 
 	mu sync.Mutex
@@ -266,6 +269,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	clients := h.snapshotLocked(nil)
 	h.mu.Unlock()
 	h.stop()
+	defer h.closePoller() // after the last reader: parked sockets need it to end
 
 	for _, c := range clients {
 		c.send(reconnectMessage())

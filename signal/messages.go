@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,6 +93,9 @@ type inMsg struct {
 // decode parses one client message. Every failure is the non-fatal
 // bad_message: the caller decides whether the context makes it fatal.
 func decode(data []byte) (*inMsg, error) {
+	if m, ok := decodeSignal(data); ok {
+		return m, nil
+	}
 	var m inMsg
 	if err := json.Unmarshal(data, &m); err != nil {
 		var te *json.UnmarshalTypeError
@@ -233,4 +237,50 @@ func encode(v any) []byte {
 
 func encodeError(e *ProtocolError) []byte {
 	return encode(errorMsg{Type: "error", Code: e.Code, Reason: e.Reason, Fatal: e.Fatal})
+}
+
+// signalHead is what every relayed signal starts with, up to the sender's id.
+const signalHead = `{"type":"signal","from":"`
+
+// encodeSignal is encode(signalOut{...}) for the hot path: the payload's
+// bytes are spliced in after json.Compact instead of re-marshalled through
+// reflection. json.Marshal also escapes <, > and & and U+2028/U+2029 in a
+// raw payload; payloads holding any of those (or a byte that may start
+// U+2028/U+2029), and ids needing escapes, take encode itself, so the bytes
+// on the wire are the same either way (FuzzEncodeSignal checks).
+func encodeSignal(from string, payload json.RawMessage) []byte {
+	if !plainJSON(from) || !plainPayload(payload) {
+		return encode(signalOut{Type: "signal", From: from, Payload: payload})
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, len(signalHead)+len(from)+len(`","payload":}`)+len(payload)))
+	buf.WriteString(signalHead)
+	buf.WriteString(from)
+	buf.WriteString(`","payload":`)
+	if err := json.Compact(buf, payload); err != nil {
+		return encode(signalOut{Type: "signal", From: from, Payload: payload}) // panics: not JSON
+	}
+	buf.WriteByte('}')
+	return buf.Bytes()
+}
+
+// plainPayload tells whether payload holds none of the bytes json.Marshal
+// escapes in a raw message: < > & and 0xE2, which starts U+2028 and U+2029.
+func plainPayload(payload []byte) bool {
+	for _, b := range payload {
+		if b == '<' || b == '>' || b == '&' || b == 0xe2 {
+			return false
+		}
+	}
+	return true
+}
+
+// plainJSON tells whether s is printable ASCII that a JSON string holds as
+// it is (peer ids are base64url).
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }

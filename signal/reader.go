@@ -4,65 +4,104 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 )
 
 // The reader of a socket. An idle socket is most of a hub's sockets, so
-// what an idle reader holds is what a connection costs: a goroutine that
-// parks inside gorilla's NextReader keeps a stack of 8 KiB (the read path
-// is deep, and JSON handling grows the stack, which the runtime then cannot
-// shrink below four times what is in use). So on plain TCP the reader takes
-// two shapes, one at a time, each handing over to the next:
+// what an idle reader holds is what a connection costs. A goroutine parked
+// inside gorilla's NextReader keeps a stack of 8 KiB (the read path is deep,
+// and JSON handling grows the stack, which the runtime then cannot shrink
+// below four times what is in use); even a goroutine parked on the bare
+// socket keeps 2 KiB of stack and 0.4 KiB of runtime state. So on plain TCP
+// (Linux) an idle socket has no goroutine at all: it waits in the hub's
+// epoll set (poll_linux.go), and when bytes arrive a fresh goroutine serves
+// it: reads what is there, handles every message, re-arms the socket and
+// ends. EPOLLONESHOT makes that goroutine the socket's only reader.
 //
-//   - park: a fresh goroutine that waits for the socket to become readable
-//     with a shallow stack (2 KiB), answering nothing, reading nothing, and
-//     swallowing the pongs of the hub's pings itself;
-//   - drain: a fresh goroutine that reads and handles messages with gorilla
-//     while bytes are there, then starts a park and ends.
-//
-// Over TLS (or any conn without a file descriptor) the plain loop reads.
-// Either way there is exactly one reader at a time, counted in h.wg; the
-// last one tells the hub the socket is gone.
+// Over TLS (or any conn without a file descriptor, or off Linux) the plain
+// loop reads, one goroutine for the socket's whole life. Either way the
+// reader is counted once in h.wg from startReader to its end, parked or
+// not; the last one tells the hub the socket is gone.
 
 // startReader begins reading c. The caller has done h.wg.Add(1).
 func (c *client) startReader() {
 	if c.raw != nil {
-		go c.park()
-	} else {
-		go c.readLoop()
-	}
-}
-
-// park waits for bytes, then hands over to drain.
-func (c *client) park() {
-	if err := c.waitReadable(); err != nil {
-		c.end(readErrReason(err))
-		return
-	}
-	c.h.wg.Add(1) // the successor is counted before this one stops being
-	go c.drain()
-	c.h.wg.Done()
-}
-
-// drain reads messages while the socket has some, then parks again.
-func (c *client) drain() {
-	for {
-		reason, ok := c.readOne()
-		if !ok {
-			c.end(reason)
-			return
+		if p := c.h.poller(); p != nil {
+			err := p.add(c)
+			if err == nil {
+				return
+			}
+			c.h.log.Warn("signal: socket not polled; reading it in a goroutine", "err", err)
 		}
-		// A closing socket is read to its end here: the close handshake
-		// is short, and gorilla may stand mid-message after too_large.
-		if !c.closing() && c.br.Buffered() == 0 && !c.readableNow() {
+	}
+	go c.readLoop()
+}
+
+// poller is the hub's epoll set, made for the first plain TCP socket: a hub
+// that serves only TLS or pipes (synctest bubbles, where a goroutine waiting
+// on a real descriptor would keep time from advancing) never starts one.
+func (h *Hub) poller() *poller {
+	h.pollOnce.Do(func() {
+		var err error
+		if h.poll, err = newPoller(); err != nil {
+			h.log.Warn("signal: no epoll; one reader goroutine per socket", "err", err)
+		}
+	})
+	return h.poll
+}
+
+// closePoller stops the poller, if any, and keeps one from starting.
+func (h *Hub) closePoller() {
+	h.pollOnce.Do(func() {})
+	h.poll.close()
+}
+
+// serve is a readiness event's goroutine: it reads and handles messages
+// while bytes are buffered, then re-arms the socket.
+func (c *client) serve() {
+	for {
+		if c.br.Buffered() == 0 {
+			// One read takes what the socket holds (the event says there
+			// is something). A closing socket is read to its end here,
+			// waiting if need be: the close handshake is short, and
+			// gorilla may stand mid-message after too_large.
+			if _, err := c.br.Peek(1); err != nil {
+				c.end(readErrReason(err))
+				return
+			}
+		}
+		c.takePongs()
+		if c.br.Buffered() > 0 {
+			reason, ok := c.readOne()
+			if !ok {
+				c.end(reason)
+				return
+			}
+		}
+		if c.br.Buffered() == 0 && !c.closing() {
 			break
 		}
 	}
-	c.h.wg.Add(1)
-	go c.park()
-	c.h.wg.Done()
+	if err := c.h.poll.arm(c); err != nil {
+		c.end(readErrReason(err))
+	}
+}
+
+// takePongs consumes the empty pongs answering the hub's pings straight
+// from the read buffer: gorilla's NextReader would handle them and then
+// wait for a data frame, holding a goroutine on an idle socket.
+func (c *client) takePongs() {
+	for c.br.Buffered() >= emptyPongLen {
+		b, _ := c.br.Peek(emptyPongLen) // buffered: no read
+		if !isEmptyPong(b) {
+			return
+		}
+		c.br.Discard(emptyPongLen)
+		c.lastRead.Store(time.Now().UnixNano())
+	}
 }
 
 // readLoop is the plain reader: one goroutine from the first message to
@@ -79,6 +118,9 @@ func (c *client) readLoop() {
 // end is the last reader's last act.
 func (c *client) end(reason string) {
 	defer c.h.wg.Done()
+	if c.raw != nil {
+		c.h.poll.del(c) // before the close frees the descriptor's number; nil-safe
+	}
 	c.ws.NetConn().Close()
 	c.h.disconnect(c, c.endReason(reason))
 }
@@ -92,7 +134,10 @@ func (c *client) readOne() (reason string, ok bool) {
 	now := time.Now()
 	c.lastRead.Store(now.UnixNano())
 	max := int64(c.h.conf().MaxMessageBytes)
-	data, err := io.ReadAll(io.LimitReader(r, max+1))
+	bp := readBufs.Get().(*[]byte)
+	defer putReadBuf(bp)
+	data, err := readFrame((*bp)[:0], r, max+1)
+	*bp = data
 	if err != nil {
 		return readErrReason(err), false
 	}
@@ -196,6 +241,37 @@ func asProtocolError(err error) *ProtocolError {
 		return pe
 	}
 	return protoErr("internal", true, "internal error")
+}
+
+// readBufs holds the buffers messages are read into: handle copies what it
+// keeps (json.Unmarshal copies strings and raw payloads; decodeSignal's
+// payload aliases the buffer, and relay copies it into the frame it sends),
+// so one buffer serves message after message instead of io.ReadAll's
+// growing garbage.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func putReadBuf(bp *[]byte) {
+	if cap(*bp) <= 64<<10 { // a rare huge message does not pin its buffer
+		readBufs.Put(bp)
+	}
+}
+
+// readFrame appends r's message to buf, up to limit bytes.
+func readFrame(buf []byte, r io.Reader, limit int64) ([]byte, error) {
+	for int64(len(buf)) < limit {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):min(int64(cap(buf)), limit)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 // emptyPongLen is the size of a client's pong to our empty ping: FIN and

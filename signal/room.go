@@ -279,7 +279,7 @@ func (h *Hub) welcome(p *peer, resumed bool, servers []ICEServer, expires time.T
 // for a reconnecting one.
 func (h *Hub) relay(c *client, m *inMsg) {
 	p := c.peer
-	b := encode(signalOut{Type: "signal", From: p.id, Payload: m.Payload})
+	b := encodeSignal(p.id, m.Payload)
 	r := p.room
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -230,7 +230,15 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 		s.udpAddr = udpAddr
 		s.tcpAddr = tl.Addr().(*net.TCPAddr)
 		for _, c := range conns {
-			s.udp = append(s.udp, newUDPListener(c, nil))
+			l, err := newUDPListener(c, nil)
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				tl.Close()
+				return err
+			}
+			s.udp = append(s.udp, l)
 		}
 		s.tcp = newTCPListener(tl, nil)
 		return nil
@@ -333,7 +341,7 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 	for _, l := range s.udp {
 		l.auth = s.auth
 		sc := base
-		sc.EventHandler = s.events(nil)
+		sc.EventHandler = s.events(nil, l)
 		sc.PacketConnConfigs = []turn.PacketConnConfig{{PacketConn: l, RelayAddressGenerator: generator(), PermissionHandler: permission}}
 		sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
 			return s.auth.authHandler(&l.in.slot, username, realm, src)
@@ -347,7 +355,7 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 	for _, l := range s.streamListeners() {
 		l.auth = s.auth
 		sc := base
-		sc.EventHandler = s.events(l)
+		sc.EventHandler = s.events(l, nil)
 		sc.ListenerConfigs = []turn.ListenerConfig{{Listener: l, RelayAddressGenerator: generator(), PermissionHandler: permission}}
 		sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
 			slot := l.slot(src)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -25,12 +26,21 @@ type benchClient struct {
 	id string
 
 	wmu sync.Mutex
+	// guarded by wmu: when the write deadline was last set
+	deadlineSet time.Time
 }
+
+// writeWait bounds one write of the load; the deadline is moved once a
+// second rather than per write (each move is a timer update).
+const writeWait = 5 * time.Second
 
 func (c *benchClient) write(frame []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if now := time.Now(); now.Sub(c.deadlineSet) > time.Second {
+		_ = c.conn.SetWriteDeadline(now.Add(writeWait))
+		c.deadlineSet = now
+	}
 	return c.conn.WriteMessage(websocket.TextMessage, frame)
 }
 
@@ -133,8 +143,10 @@ func (r *loadRun) open(ctx context.Context, i int) (*benchClient, error) {
 // inside ReadMessage), records relayed messages and ends with the socket.
 func (r *loadRun) read(c *benchClient) {
 	joined := false
+	var frame []byte // reused: Parse keeps nothing of it
 	for {
-		_, frame, err := c.conn.ReadMessage()
+		var err error
+		frame, err = readMessage(c.conn, frame[:0])
 		if err != nil {
 			if !joined {
 				// open reports it (or has given up and closed the socket).
@@ -171,6 +183,28 @@ func (r *loadRun) read(c *benchClient) {
 				return
 			}
 			r.fail("server error", fmt.Errorf("client %d: %s", c.i, in.detail))
+		}
+	}
+}
+
+// readMessage is ReadMessage into buf, which grows to the largest message
+// (a welcome) and then serves every one.
+func readMessage(conn *websocket.Conn, buf []byte) ([]byte, error) {
+	_, r, err := conn.NextReader()
+	if err != nil {
+		return buf, err
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"os"
 	ossignal "os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +56,7 @@ type options struct {
 	joinTimeout time.Duration
 	repo        string
 	callbox     string
+	cpuProfile  string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -78,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.joinTimeout, "join-timeout", 10*time.Second, "per client, from dial to the join answer")
 	fs.StringVar(&o.repo, "repo", ".", "a `dir` inside the callbox module (its root holds cmd/callbox and bench/peerjs)")
 	fs.StringVar(&o.callbox, "callbox", "", "a prebuilt callbox `binary`; empty builds ./cmd/callbox")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the load client's own CPU profile to `file` (the servers are not profiled)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -141,6 +144,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Fewer collections in the load client keep its own pauses out of the
 	// servers' latencies; its memory is not measured.
 	debug.SetGCPercent(400)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("signalbench: -cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("signalbench: -cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	limit, err := raiseOpenFiles()
 	if err != nil {
 		return err

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -173,4 +175,66 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSignalFrames: the appended frames are the bytes json.Marshal makes,
+// and fastStamp reads what the full parse reads.
+func TestSignalFrames(t *testing.T) {
+	for _, tc := range []struct {
+		proto    protocol
+		typ, key string
+		relayed  string // as the server relays it, %d the stamp
+	}{
+		{callboxProto{}, "signal", "to", `{"type":"signal","from":"pAbC","payload":{"t":%d,"candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}}`},
+		{peerjsProto{}, "CANDIDATE", "dst", `{"type":"CANDIDATE","src":"b1","dst":"b0","payload":{"t":%d,"candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}}`},
+	} {
+		t.Run(tc.proto.Name(), func(t *testing.T) {
+			for _, stamp := range []time.Duration{0, 1, 1234567, 999999999999999999} {
+				got, err := tc.proto.Signal("b0-x_Y", stamp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, _ := json.Marshal(map[string]any{"type": tc.typ, tc.key: "b0-x_Y", "payload": newPayload(stamp)})
+				var g, w any
+				json.Unmarshal(got, &g)
+				json.Unmarshal(want, &w)
+				if !json.Valid(got) || fmt.Sprint(g) != fmt.Sprint(w) {
+					t.Fatalf("Signal = %s\nwant %s", got, want)
+				}
+				frame := []byte(fmt.Sprintf(tc.relayed, stamp))
+				if st, ok := fastStamp(frame, `{"type":"`+tc.typ+`",`); !ok || st != stamp {
+					t.Fatalf("fastStamp(%s) = %v, %v", frame, st, ok)
+				}
+				if in, err := tc.proto.Parse(frame); err != nil || in.kind != kindSignal || in.stamp != stamp {
+					t.Fatalf("Parse(%s) = %+v, %v", frame, in, err)
+				}
+				if st, err := stampOf(json.RawMessage(frame[bytes.Index(frame, []byte(`{"t"`)) : len(frame)-1])); err != nil || st != stamp {
+					t.Fatalf("the full parse reads %v, %v", st, err)
+				}
+			}
+			if _, err := tc.proto.Signal(`a"b`, 1); err == nil {
+				t.Fatal("an id needing escapes was not refused")
+			}
+		})
+	}
+	for _, frame := range []string{`{"type":"signal","payload":{"t":-1}}`, `{"type":"signal","payload":{"t":}`, `{"type":"signal","payload":{"t":1x}`, `{"type":"welcome"}`} {
+		if _, ok := fastStamp([]byte(frame), `{"type":"signal",`); ok {
+			t.Errorf("fastStamp took %s", frame)
+		}
+	}
+}
+
+func TestWelcomeFastPath(t *testing.T) {
+	for _, tc := range []struct {
+		frame, id string
+	}{
+		{`{"type":"welcome","id":"pAbC-_9","room":"r","iceServers":[]}`, "pAbC-_9"},
+		{`{"type":"welcome","room":"r","id":"pX"}`, "pX"},     // other order: the full parse
+		{`{"type":"welcome","id":"p\"q","room":"r"}`, "p\"q"}, // an escape: the full parse
+	} {
+		in, err := callboxProto{}.Parse([]byte(tc.frame))
+		if err != nil || in.kind != kindJoined || in.id != tc.id {
+			t.Errorf("Parse(%s) = %+v, %v; want joined %q", tc.frame, in, err, tc.id)
+		}
+	}
 }

@@ -1,0 +1,244 @@
+package signal
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/callbox/callbox/config"
+)
+
+// FuzzEncodeSignal: the spliced signal is byte for byte what json.Marshal
+// makes of the same message, for every payload decode accepts.
+func FuzzEncodeSignal(f *testing.F) {
+	for _, s := range []string{
+		`{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host","sdpMid":"0","sdpMLineIndex":0}`,
+		`{ "description" : { "type" : "offer", "sdp" : "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\n" } }`,
+		`"a<b>&c"`, `"\u2028"`, "\"\u2028\"", `[1, 2.5e3, true, null, {}]`, `"é"`, "\"\xff\"",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, payload string) {
+		m, err := decode([]byte(`{"type":"signal","to":"p1","payload":` + payload + `}`))
+		if err != nil {
+			return
+		}
+		for _, from := range []string{"pAbC-_09xy", `p"<\`} {
+			want := encode(signalOut{Type: "signal", From: from, Payload: m.Payload})
+			if got := encodeSignal(from, m.Payload); !bytes.Equal(got, want) {
+				t.Fatalf("encodeSignal(%q, %q)\n got %q\nwant %q", from, m.Payload, got, want)
+			}
+		}
+	})
+}
+
+func TestReadFrame(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		in    string
+		limit int64
+		want  string
+	}{
+		{"empty", "", 10, ""},
+		{"under the limit", "hello", 10, "hello"},
+		{"at the limit", "0123456789", 10, "0123456789"},
+		{"over the limit stops there", "0123456789abc", 10, "0123456789"},
+		{"larger than the first buffer", strings.Repeat("x", 5000), 1 << 20, strings.Repeat("x", 5000)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// iotest-style one byte reads would hide nothing here: bufio
+			// hands out what it has, as gorilla's frame reader does.
+			got, err := readFrame(make([]byte, 0, 4), bufio.NewReaderSize(strings.NewReader(tc.in), 16), tc.limit)
+			if err != nil || string(got) != tc.want {
+				t.Fatalf("readFrame = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+	t.Run("error", func(t *testing.T) {
+		if _, err := readFrame(nil, io.MultiReader(strings.NewReader("ab"), errReader{}), 10); err != io.ErrUnexpectedEOF {
+			t.Fatalf("err = %v, want the reader's", err)
+		}
+	})
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
+
+// TestTakePongs: the empty pongs answering our pings are taken off the
+// read buffer; anything else is left for gorilla.
+func TestTakePongs(t *testing.T) {
+	pong := []byte{0x8A, 0x80, 1, 2, 3, 4}
+	text := []byte{0x81, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2}
+	pongWithData := []byte{0x8A, 0x81, 1, 2, 3, 4, 'x'}
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	for _, tc := range []struct {
+		name     string
+		buffered []byte
+		left     []byte
+		sawPong  bool
+	}{
+		{"text", text, text, false},
+		{"pong then text", cat(pong, text), text, true},
+		{"two pongs", cat(pong, pong), nil, true},
+		{"text then pong", cat(text, pong), cat(text, pong), false},
+		{"pong with payload is gorilla's", pongWithData, pongWithData, false},
+		{"half a pong is gorilla's", pong[:3], pong[:3], false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			br := bufio.NewReaderSize(bytes.NewReader(tc.buffered), 64)
+			br.Peek(len(tc.buffered)) // all buffered, as after serve's read
+			c := &client{br: br}
+			c.takePongs()
+			if got := c.lastRead.Load() != 0; got != tc.sawPong {
+				t.Fatalf("pong seen = %v, want %v", got, tc.sawPong)
+			}
+			rest, _ := io.ReadAll(br)
+			if !bytes.Equal(rest, tc.left) {
+				t.Fatalf("left % x, want % x", rest, tc.left)
+			}
+		})
+	}
+}
+
+// TestBackedUpSocketKeepsFrames: frames written directly fill the socket of
+// a client that does not read; the rest of a half-written frame and what is
+// queued behind it reach it intact and in order once it reads.
+func TestBackedUpSocketKeepsFrames(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Signal) {
+		c.SendQueue = 1000
+		c.MaxMessageBytes = 64 << 10
+	})
+	a, _ := ts.join(t, "backed", "A")
+	b, wb := ts.join(t, "backed", "B")
+	a.expect("joined")
+	// A small send buffer on the hub's side of B's socket (the kernel
+	// would grow it to megabytes), so that what B leaves unread fills it.
+	ts.hub.mu.Lock()
+	for c := range ts.hub.clients {
+		if c.peer != nil && c.peer.id == wb.ID {
+			if err := c.ws.NetConn().(*net.TCPConn).SetWriteBuffer(4096); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	ts.hub.mu.Unlock()
+	const n = 20 // 1 MB: more than B's receive buffer and that send buffer hold
+	for i := range n {
+		a.send(map[string]any{"type": "signal", "to": wb.ID, "payload": map[string]any{"i": i, "pad": strings.Repeat("x", 50000)}})
+	}
+	waitFor(t, "a writer blocked on B's full socket", func() bool {
+		ts.hub.mu.Lock()
+		defer ts.hub.mu.Unlock()
+		for c := range ts.hub.clients {
+			c.qmu.Lock()
+			backed := c.writing && c.peer != nil && c.peer.id == wb.ID
+			c.qmu.Unlock()
+			if backed {
+				return true
+			}
+		}
+		return false
+	})
+	for i := range n {
+		m := b.expect("signal")
+		var p struct {
+			I   int    `json:"i"`
+			Pad string `json:"pad"`
+		}
+		if err := json.Unmarshal(m.Payload, &p); err != nil || p.I != i || len(p.Pad) != 50000 {
+			t.Fatalf("signal %d: i=%d len=%d err=%v", i, p.I, len(p.Pad), err)
+		}
+	}
+}
+
+// TestUnansweredCloseIsCut: a client that neither answers our close frame
+// nor closes is cut after closeGrace, though its socket waits in the
+// poller with no read to put a deadline on.
+func TestUnansweredCloseIsCut(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c := ts.dialWS(t)
+	c.send(map[string]any{"type": "hello", "version": 99, "room": "r", "name": "N"})
+	// Read raw bytes, so gorilla's client does not answer the close.
+	conn := c.ws.NetConn()
+	conn.SetReadDeadline(time.Now().Add(closeGrace + 3*time.Second))
+	start := time.Now()
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		t.Fatalf("the server did not close the socket: %v", err)
+	}
+	if d := time.Since(start); d < closeGrace/2 {
+		t.Fatalf("closed after %s, before the client had closeGrace to answer", d)
+	}
+}
+
+// TestClientPingAnswered: a client's ping gets its pong from our writer
+// (gorilla's own handler would write from the reader).
+func TestClientPingAnswered(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, _ := ts.join(t, "ping", "A")
+	got := make(chan string, 1)
+	c.ws.SetPongHandler(func(s string) error { got <- s; return nil })
+	if err := c.ws.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// Gorilla's client sees pongs only inside a read: one that ends at the
+	// pong's arrival or after a second without a message.
+	go func() {
+		c.ws.SetReadDeadline(time.Now().Add(time.Second))
+		c.ws.ReadMessage()
+		close(got)
+	}()
+	if s, ok := <-got; !ok || s != "are you there" {
+		t.Fatalf("pong %q (seen %v)", s, ok)
+	}
+}
+
+// FuzzDecodeSignal: what the fast path accepts, json.Unmarshal decodes to
+// the same message; and the fast path takes the common signal.
+func FuzzDecodeSignal(f *testing.F) {
+	for _, s := range []string{
+		string(benchSignal),
+		`{"type":"signal","to":"p1","payload":{"description":{"type":"offer","sdp":"v=0\r\n"}}}`,
+		` { "payload" : [1,-2.5e+3,true,false,null,"\u00e9\"\\"] , "to" : "p1" , "type" : "signal" } `,
+		`{"type":"signal","to":"p1","payload":null}`, `{"type":"signal","to":"","payload":1}`,
+		`{"type":"signal","to":"p1","payload":1,"to":"p2"}`, `{"Type":"signal","to":"p1","payload":1}`,
+		`{"type":"signal","to":"p1","payload":01}`, `{"type":"signal","to":"p1","payload":"\x01"}`,
+		`{"type":"signal","to":"p1","payload":{"a":1,}}`, `{"type":"signal","to":"p1","payload":1}x`,
+		`{"type":"chat","text":"hi"}`, `{"type":"signal","to":"p\u0031","payload":1}`, "{\"type\":\"signal\",\"to\":\"p1\",\"payload\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := decodeSignal(data)
+		if !ok {
+			return
+		}
+		var slow inMsg
+		if err := json.Unmarshal(data, &slow); err != nil {
+			t.Fatalf("fast path took %q, json.Unmarshal refuses it: %v", data, err)
+		}
+		if slow.Type != fast.Type || slow.To != fast.To || !bytes.Equal(slow.Payload, fast.Payload) ||
+			slow.Version != nil || slow.Room != "" || slow.Name != "" || slow.Text != "" {
+			t.Fatalf("%q: fast %+v, json.Unmarshal %+v", data, *fast, slow)
+		}
+	})
+}
+
+func TestDecodeSignalTakesTheCommonCase(t *testing.T) {
+	for _, s := range []string{
+		string(benchSignal),
+		`{"type":"signal","to":"pAb-_9","payload":{"description":{"type":"answer","sdp":"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n"}}}`,
+		`{"to":"p1","payload":{"candidate":"","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":null},"type":"signal"}`,
+	} {
+		if _, ok := decodeSignal([]byte(s)); !ok {
+			t.Errorf("the fast path refused %s", s)
+		}
+	}
+}
