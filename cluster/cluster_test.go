@@ -308,6 +308,8 @@ func TestNATSOutage(t *testing.T) {
 	// Past the window the far peer is gone from each side's view.
 	ada.expectPresence("reconnecting", grace.w.ID)
 	ada.expectPresence("left", grace.w.ID)
+	grace.expectPresence("reconnecting", ada.w.ID)
+	grace.expectPresence("left", ada.w.ID)
 	// Node a still serves its room: a local joiner, signals and chat.
 	bob := join(t, nodes[0], room, "bob")
 	if len(bob.w.Peers) != 1 || bob.w.Peers[0].ID != ada.w.ID {
