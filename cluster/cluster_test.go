@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/callbox/callbox/config"
+	"github.com/callbox/callbox/internal/natstest"
+	"github.com/callbox/callbox/signal"
 )
 
 // Three nodes on a three-server NATS cluster, one peer on each: presence,
@@ -303,6 +308,8 @@ func TestNATSOutage(t *testing.T) {
 	// Past the window the far peer is gone from each side's view.
 	ada.expectPresence("reconnecting", grace.w.ID)
 	ada.expectPresence("left", grace.w.ID)
+	grace.expectPresence("reconnecting", ada.w.ID)
+	grace.expectPresence("left", ada.w.ID)
 	// Node a still serves its room: a local joiner, signals and chat.
 	bob := join(t, nodes[0], room, "bob")
 	if len(bob.w.Peers) != 1 || bob.w.Peers[0].ID != ada.w.ID {
@@ -355,4 +362,41 @@ func TestTURNCountsAcrossNodes(t *testing.T) {
 	waitFor(t, "a dead node's allocations to stop counting", 5*time.Second, func() bool {
 		return nodes[1].node.RemoteAllocations("bob") == 0
 	})
+}
+
+// A NATS that wants a user and password: the right ones join the cluster,
+// a wrong one leaves the node on its own, saying so.
+func TestNATSCredentials(t *testing.T) {
+	t.Parallel()
+	nats := natstest.StartWith(t, 1, func(o *server.Options) { o.Username, o.Password = "callbox", "s3cret-password" })
+	scfg := testSignal(nil)
+	start := func(name, password string) *Node {
+		n, err := New(config.Cluster{NATS: []string{nats[0].URL()}, Node: name, User: "callbox", Password: password, Replicas: 1, Heartbeat: testHeartbeat},
+			Options{Signal: scfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hub, err := signal.NewHub(scfg, signal.Options{Router: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(hub); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			hub.Shutdown(ctx)
+			n.Close()
+		})
+		return n
+	}
+	good1, good2 := start("good1", "s3cret-password"), start("good2", "s3cret-password")
+	bad := start("bad", "wrong")
+	waitFor(t, "the two good nodes to see each other", 10*time.Second, func() bool {
+		return good1.Alive() == 1 && good2.Alive() == 1 && good1.Status() == "ok"
+	})
+	if s := bad.Status(); s != "disconnected" {
+		t.Fatalf("node with a wrong password: status %q", s)
+	}
 }

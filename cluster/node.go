@@ -267,6 +267,9 @@ func (n *Node) Close() error {
 // publishLocked numbers ev and sends it. Caller holds n.mu, which keeps
 // the numbers in publishing order. Alive and bye take no number.
 func (n *Node) publishLocked(ev wireEvent) {
+	if n.nc == nil {
+		return // not started: nobody to tell
+	}
 	ev.Node, ev.Boot = n.name, n.boot
 	if ev.Type != evAlive && ev.Type != evBye {
 		n.ver++
@@ -328,6 +331,10 @@ func (n *Node) loop(ctx context.Context, evs chan *nats.Msg) {
 
 func (n *Node) tell(out notes) {
 	for _, ev := range out {
+		if ev.Type == noteRelease {
+			n.hub.Release(ev.Room, ev.ID)
+			continue
+		}
 		n.hub.RemoteEvent(ev)
 	}
 }

@@ -40,7 +40,7 @@ func (n *Node) Join(room string, maxPeers, maxRooms int) error {
 
 // chatUp: the chat stream can be used now. While NATS is away a join
 // does not wait for a history load that would time out.
-func (n *Node) chatUp() bool { return n.ready.Load() && n.nc.IsConnected() }
+func (n *Node) chatUp() bool { return n.ready.Load() && n.nc != nil && n.nc.IsConnected() }
 
 // Peers implements signal.Router.
 func (n *Node) Peers(room string) []signal.Member {
@@ -97,7 +97,7 @@ func (n *Node) Publish(ev signal.Event) {
 func (n *Node) Signal(room, to string, frame []byte) bool {
 	n.mu.Lock()
 	m := n.v.members[to]
-	ok := m != nil && m.room == room && m.node != n.name
+	ok := m != nil && m.room == room && m.node != n.name && n.nc != nil
 	var node string
 	if ok {
 		node = m.node
@@ -173,7 +173,7 @@ func (n *Node) Claim(room, token string) (signal.Claimed, bool) {
 	tok := tokenHash(token)
 	n.mu.Lock()
 	m := n.v.byTok[tok]
-	if m == nil || m.room != room || m.node == n.name || n.closed {
+	if m == nil || m.room != room || m.node == n.name || n.closed || n.nc == nil {
 		n.mu.Unlock()
 		n.metrics.claims.WithLabelValues("unknown").Inc()
 		return signal.Claimed{}, false

@@ -98,6 +98,9 @@ func (n *notes) add(typ string, m *member, reason string) {
 	*n = append(*n, ev)
 }
 
+// noteRelease is a note that is not presence: the hub must drop its peer.
+const noteRelease = "release"
+
 // upsert applies "this peer is held by node, with these fields" from an
 // event or a state reply, unless the view knows a newer owner.
 func (v *view) upsert(node string, wm wireMember, out *notes) {
@@ -110,6 +113,11 @@ func (v *view) upsert(node string, wm wireMember, out *notes) {
 	}
 	if m.node != node && m.gen > wm.Gen {
 		return // it moved on since
+	}
+	if m.node == v.self && node != v.self {
+		// Taken over by a claim this node did not answer in time: the
+		// hub must let its copy go.
+		*out = append(*out, signal.Event{Type: noteRelease, Room: m.room, ID: m.id})
 	}
 	if m.room != wm.Room { // ids are random: a new peer, not a move
 		out.add("left", m, "left")

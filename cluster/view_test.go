@@ -107,3 +107,15 @@ func TestViewStateAndDeath(t *testing.T) {
 		t.Fatalf("after the window: notes %+v, members %+v", out, v.members)
 	}
 }
+
+// A peer of this node taken over by a claim it never answered: the hub is
+// told to let its copy go.
+func TestViewReleasesTakenOverPeer(t *testing.T) {
+	v := newView("self")
+	v.put(&member{room: "r", id: "p1", name: "ada", tok: "t1", node: "self", gen: 1})
+	var out notes
+	v.apply(wireEvent{Node: "b", Type: "resumed", Room: "r", ID: "p1", Name: "ada", Tok: "t1", Gen: 2}, &out)
+	if len(out) != 1 || out[0].Type != noteRelease || out[0].ID != "p1" || v.members["p1"].node != "b" {
+		t.Fatalf("notes %+v, owner %s", out, v.members["p1"].node)
+	}
+}

@@ -30,6 +30,13 @@ type Server struct {
 // handed back just before the servers bind them. NATS_LOG=1 shows their logs.
 func Start(t testing.TB, n int) []*Server {
 	t.Helper()
+	return StartWith(t, n, nil)
+}
+
+// StartWith is Start with edit applied to each server's options (users,
+// TLS) before it starts.
+func StartWith(t testing.TB, n int, edit func(*server.Options)) []*Server {
+	t.Helper()
 	var routes []string
 	var ports []int
 	if n > 1 {
@@ -59,13 +66,16 @@ func Start(t testing.TB, n int) []*Server {
 			s.opts.Cluster = server.ClusterOpts{Name: "callbox-test-" + suffix, Host: "127.0.0.1", Port: ports[i]}
 			s.opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 		}
+		if edit != nil {
+			edit(s.opts)
+		}
 		s.Restart()
 		// Restarts keep the port: clients reconnect to the same URL.
 		s.opts.Port = s.srv.Addr().(*net.TCPAddr).Port
 		out = append(out, s)
 		t.Cleanup(s.Stop)
 	}
-	waitJetStream(t, out[0].URL())
+	waitJetStream(t, out[0].URL(), out[0].opts.Username, out[0].opts.Password)
 	return out
 }
 
@@ -100,9 +110,9 @@ func (s *Server) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.opts
 
 // waitJetStream waits until a stream can be created: a clustered
 // JetStream elects its meta leader first.
-func waitJetStream(t testing.TB, url string) {
+func waitJetStream(t testing.TB, url, user, password string) {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, nats.UserInfo(user, password))
 	if err != nil {
 		t.Fatalf("nats: %v", err)
 	}
