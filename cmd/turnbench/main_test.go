@@ -5,8 +5,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -120,6 +122,26 @@ func TestBinding(t *testing.T) {
 	}
 }
 
+// TestFreePort: the port is free for TCP as well as UDP, as callbox
+// binds both.
+func TestFreePort(t *testing.T) {
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	u, err := net.ListenPacket("udp4", addr)
+	if err != nil {
+		t.Fatalf("udp %s: %v", addr, err)
+	}
+	u.Close()
+	l, err := net.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatalf("tcp %s: %v", addr, err)
+	}
+	l.Close()
+}
+
 func TestParseFlags(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -135,6 +157,10 @@ func TestParseFlags(t *testing.T) {
 		{name: "loss", args: []string{"-loss", "0"}, wantErr: "-loss"},
 		{name: "window", args: []string{"-binding-window", "1000"}, wantErr: "-binding-window"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
+		{name: "baseline", args: []string{"-baseline", "/bin/true", "-servers", "callbox,baseline,coturn"}},
+		{name: "baseline without binary", args: []string{"-servers", "callbox,baseline"}, wantErr: "-baseline"},
+		{name: "callbox env", args: []string{"-callbox-env", "GOMAXPROCS=1,GOGC=50"}},
+		{name: "callbox env without value", args: []string{"-callbox-env", "GOMAXPROCS"}, wantErr: "KEY=VALUE"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
