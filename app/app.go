@@ -69,9 +69,12 @@ func New(cfg config.Config, logger *slog.Logger) (a *App, err error) {
 	}
 	a = &App{log: logger}
 	a.cfg.Store(&cfg)
+	// built, not a: every "return nil, err" below sets a to nil before
+	// this runs.
+	built := a
 	defer func() {
 		if err != nil {
-			a.closeListeners()
+			built.closeListeners()
 		}
 	}()
 

@@ -191,3 +191,43 @@ func TestShutdownTellsPeersToReconnect(t *testing.T) {
 		t.Error("HTTP still answers after shutdown")
 	}
 }
+
+// A TURN port already in use makes New fail with an error naming it, and
+// the HTTP listener New had already bound is released.
+func TestNewFailsCleanlyWhenTURNPortIsTaken(t *testing.T) {
+	taken, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	web, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	webAddr := web.Addr().String()
+	web.Close()
+
+	cfg := testConfig()
+	cfg.HTTP.Listen = webAddr
+	cfg.TURN.Listen = taken.LocalAddr().String()
+	cfg.TURN.UDPSockets = 1
+	a, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		a.Run(canceled())
+		t.Fatal("New succeeded on a TURN port in use")
+	}
+	if !strings.Contains(err.Error(), cfg.TURN.Listen) {
+		t.Errorf("error %q does not name %s", err, cfg.TURN.Listen)
+	}
+	ln, err := net.Listen("tcp", webAddr)
+	if err != nil {
+		t.Fatalf("HTTP listener not released after New failed: %v", err)
+	}
+	ln.Close()
+}
+
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
