@@ -11,9 +11,14 @@ import (
 	"time"
 )
 
-// recoverTimeout bounds each recovery; the measured times are reported in
-// docs/connectivity.md, not asserted more tightly (a shared machine).
-const recoverTimeout = 90 * time.Second
+// The bounds of the NAT tests: generous, because four Chromiums and a
+// race-built callbox share two cores (at a load average of 76, a call took
+// 80 s to connect). The times measured are what docs/connectivity.md
+// reports; these only catch a call that does not connect at all.
+const (
+	natConnectTimeout = 2 * time.Minute // pages opened to every peer connection connected
+	recoverTimeout    = 2 * time.Minute // a fault to video flowing again
+)
 
 // natCall is one call of the fault test: two browsers, each behind a router.
 type natCall struct {
@@ -60,7 +65,7 @@ func TestNATFaults(t *testing.T) {
 		}
 	}
 	openAll(t, bs, urls)
-	waitAllConnected(t, bs, time.Now(), connectTimeout)
+	waitAllConnected(t, bs, time.Now(), natConnectTimeout)
 	for _, b := range bs {
 		b.waitFramesRising()
 	}

@@ -143,7 +143,7 @@ func runCell(t *testing.T, n *natNet, cb *natCallbox, cell natCell) (r cellResul
 	room := randomRoom(cell.name())
 	start := time.Now()
 	openAll(t, bs, []string{cb.pageURL(room, names[0]), cb.pageURL(room, names[1])})
-	r.connected = waitAllConnected(t, bs, start, connectTimeout)
+	r.connected = waitAllConnected(t, bs, start, natConnectTimeout)
 	art.logf("connected after %v", r.connected)
 	for _, b := range bs {
 		b.waitFramesRising()
