@@ -115,6 +115,27 @@ func (c *client) readLoop() {
 	}
 }
 
+// awaitEnded waits, at most max, until every one of clients has ended: an
+// aborted socket's reader ends on its own time (a parked one is first woken
+// through the poller).
+func (h *Hub) awaitEnded(clients []*client, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		h.mu.Lock()
+		left := 0
+		for _, c := range clients {
+			if _, ok := h.clients[c]; ok {
+				left++
+			}
+		}
+		h.mu.Unlock()
+		if left == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // end is the last reader's last act.
 func (c *client) end(reason string) {
 	defer c.h.wg.Done()
@@ -150,7 +171,7 @@ func (c *client) readOne() (reason string, ok bool) {
 	case mt != websocket.TextMessage:
 		c.fail(protoErr(CodeBadMessage, false, "binary frames are not part of the protocol"))
 	default:
-		c.handle(data)
+		c.handleMessage(data)
 	}
 	return "", true
 }
