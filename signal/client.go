@@ -153,7 +153,7 @@ func (c *client) send(b []byte) bool {
 // sendDirect is send, writing the frame at once when nothing is queued: the
 // relay's hot path. Its callers hold no lock wider than a room's: a write
 // under the hub's lock would stall every join whenever the writing thread
-// lost its CPU (measured: joins 2.5 times slower on a busy machine).
+// lost its CPU to another process.
 func (c *client) sendDirect(b []byte) bool {
 	return c.push(frame{kind: frameText, data: b}, true)
 }
