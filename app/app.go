@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/callbox/callbox/certs"
+	"github.com/callbox/callbox/cluster"
 	"github.com/callbox/callbox/config"
 	"github.com/callbox/callbox/portmux"
 	"github.com/callbox/callbox/signal"
@@ -40,6 +41,7 @@ type App struct {
 	certs      *certs.Manager
 	turn       *turnserver.Server
 	hub        *signal.Hub
+	cluster    *cluster.Node // nil without [cluster] nats
 	web        *http.Server
 	webLn      net.Listener
 	metrics    *http.Server // nil when [metrics] listen is empty
@@ -103,6 +105,20 @@ func New(cfg config.Config, logger *slog.Logger) (a *App, err error) {
 		return nil, err
 	}
 	topts.Protected = protected
+	var router signal.Router
+	if len(cfg.Cluster.NATS) > 0 {
+		a.cluster, err = cluster.New(cfg.Cluster, cluster.Options{
+			Logger:     logger.With("component", "cluster"),
+			Registerer: reg,
+			Signal:     cfg.Signal,
+		})
+		if err != nil {
+			return nil, err
+		}
+		router = a.cluster
+		topts.RemoteAllocations = a.cluster.RemoteAllocations
+		topts.OnAllocations = a.cluster.LocalAllocations
+	}
 	a.turn, err = turnserver.New(cfg.TURN, topts)
 	if err != nil {
 		return nil, err
@@ -111,10 +127,18 @@ func New(cfg config.Config, logger *slog.Logger) (a *App, err error) {
 		Logger:     logger.With("component", "signal"),
 		Registerer: reg,
 		ICE:        a.iceServers,
+		Router:     router,
 	})
 	if err != nil {
 		a.turn.Close()
 		return nil, err
+	}
+	if a.cluster != nil {
+		if err := a.cluster.Start(a.hub); err != nil {
+			a.hub.Shutdown(context.Background())
+			a.turn.Close()
+			return nil, err
+		}
 	}
 	mux := http.NewServeMux()
 	a.hub.Routes(mux)
@@ -145,10 +169,14 @@ func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
 // iceServers is the hub's ICEProvider: callbox's own STUN, and TURN with
 // credentials minted for this user alone.
 func (a *App) iceServers(user string) ([]signal.ICEServer, time.Time) {
-	c := a.turn.Credentials(user, a.cfg.Load().TURN.CredentialTTL)
+	cfg := a.cfg.Load()
+	c := a.turn.Credentials(user, cfg.TURN.CredentialTTL)
+	// The other nodes' TURN accepts the same credentials (one shared
+	// secret): listed after this node's own, for a browser to fall back on.
+	uris := append(c.URIs, cfg.Cluster.TURNURIs...)
 	return []signal.ICEServer{
 		{URLs: a.turn.STUNURIs()},
-		{URLs: c.URIs, Username: c.Username, Credential: c.Password},
+		{URLs: uris, Username: c.Username, Credential: c.Password},
 	}, c.Expires
 }
 
@@ -219,6 +247,11 @@ func (a *App) Run(ctx context.Context) error {
 	defer cancel()
 	// The hub first, so peers hear "reconnect" before anything else goes away.
 	errs := []error{runErr, a.hub.Shutdown(sctx), a.web.Shutdown(sctx)}
+	if a.cluster != nil {
+		// After the hub: peers told to reconnect elsewhere claim their
+		// sessions from this node while it still answers.
+		errs = append(errs, a.cluster.Close())
+	}
 	for _, srv := range []*http.Server{a.https, a.redirect, a.metrics} {
 		if srv != nil {
 			errs = append(errs, srv.Shutdown(sctx))
@@ -245,6 +278,9 @@ func (a *App) HTTPURL() string { return "http://" + a.webLn.Addr().String() }
 
 // TURN is the running STUN/TURN server.
 func (a *App) TURN() *turnserver.Server { return a.turn }
+
+// Cluster is the node's NATS membership; nil without [cluster] nats.
+func (a *App) Cluster() *cluster.Node { return a.cluster }
 
 // Hub is the running signaling hub.
 func (a *App) Hub() *signal.Hub { return a.hub }

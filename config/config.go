@@ -22,6 +22,7 @@ type Config struct {
 	TLS     TLS     `toml:"tls"`
 	Metrics Metrics `toml:"metrics"`
 	Log     Log     `toml:"log"`
+	Cluster Cluster `toml:"cluster"`
 }
 
 // HTTP is the web server: the call page, the WebSocket hub and the APIs.
@@ -125,6 +126,32 @@ type Log struct {
 	Format string `toml:"format"`
 }
 
+// Cluster joins callbox nodes into one service through NATS (docs/cluster.md).
+// An empty NATS list is one process, needing no NATS.
+type Cluster struct {
+	// NATS are the URLs of the NATS servers, as "nats://10.0.0.1:4222".
+	NATS []string `toml:"nats"`
+	// Node names this node in subjects and logs; empty is the host name.
+	Node string `toml:"node"`
+	// CredsFile is a NATS .creds file (user JWT and NKey seed).
+	CredsFile string `toml:"creds_file"`
+	User      string `toml:"user"`
+	Password  string `toml:"password"`
+	// TLSCA, TLSCert and TLSKey are PEM files for TLS to NATS: the CA to
+	// trust, and a client certificate when the servers ask for one.
+	TLSCA   string `toml:"tls_ca"`
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// TURNURIs are the other nodes' turn: URIs, handed out after this
+	// node's own with the same credentials (one shared turn.secrets).
+	TURNURIs []string `toml:"turn_uris"`
+	// Replicas of the chat stream in a JetStream cluster.
+	Replicas int `toml:"replicas"`
+	// Heartbeat is how often a node says it is alive; three missed and
+	// the others treat its peers as reconnecting.
+	Heartbeat time.Duration `toml:"heartbeat"`
+}
+
 // Default is the configuration of a local two-tab demo: everything on
 // loopback, a random TURN secret minted at start (see cmd/callbox).
 func Default() Config {
@@ -159,6 +186,7 @@ func Default() Config {
 		},
 		Metrics: Metrics{Listen: "127.0.0.1:9478"},
 		Log:     Log{Level: "info", Format: "text"},
+		Cluster: Cluster{Replicas: 1, Heartbeat: time.Second},
 	}
 }
 

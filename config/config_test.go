@@ -24,6 +24,7 @@ func TestExampleIsDefaults(t *testing.T) {
 		c.TURN.Secrets, c.TURN.AllowedPeers, c.TURN.DeniedPeers = nil, nil, nil
 		c.Signal.Origins, c.Signal.APIKeys = nil, nil
 		c.TLS.ACMEDomains = nil
+		c.Cluster.NATS, c.Cluster.TURNURIs = nil, nil
 	}
 	normalize(&cfg)
 	normalize(&def)
@@ -38,7 +39,7 @@ func TestExampleIsDefaults(t *testing.T) {
 		}
 	}
 	want := 0
-	for _, s := range []any{cfg.HTTP, cfg.TURN, cfg.Signal, cfg.TLS, cfg.Metrics, cfg.Log} {
+	for _, s := range []any{cfg.HTTP, cfg.TURN, cfg.Signal, cfg.TLS, cfg.Metrics, cfg.Log, cfg.Cluster} {
 		want += reflect.TypeOf(s).NumField()
 	}
 	if keys != want {
@@ -82,6 +83,10 @@ func TestParseErrors(t *testing.T) {
 		{"https listen", "[http]\nhttps_listen = \"443\"\n", "line 2: http.https_listen"},
 		{"redirect listen", "[http]\nredirect_listen = \"x:80\"\n", "line 2: http.redirect_listen"},
 		{"turns without tls", "[turn]\ntls_listen = \":5349\"\n", "line 2: turn.tls_listen: needs a certificate"},
+		{"cluster url", "[cluster]\nnats = [\"10.0.0.1:4222\"]\n", "line 2: cluster.nats"},
+		{"cluster node", "[cluster]\nnode = \"a.b\"\n", "line 2: cluster.node"},
+		{"cluster turn uri", "[cluster]\nturn_uris = [\"stun:x\"]\n", "line 2: cluster.turn_uris"},
+		{"cluster heartbeat", "[cluster]\nheartbeat = \"1ms\"\n", "line 2: cluster.heartbeat"},
 		{"turns on https without https", "[turn]\ntls_on_https = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\n", "line 2: turn.tls_on_https: needs http.https_listen"},
 	}
 	for _, tt := range tests {

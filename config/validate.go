@@ -42,7 +42,7 @@ func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
 
 // Validate checks every bound and names the key that breaks one.
 func (c *Config) Validate() error {
-	checks := []func() error{c.HTTP.validate, c.TURN.validate, c.Signal.validate, c.TLS.validate, c.Metrics.validate, c.Log.validate}
+	checks := []func() error{c.HTTP.validate, c.TURN.validate, c.Signal.validate, c.TLS.validate, c.Metrics.validate, c.Log.validate, c.Cluster.validate}
 	for _, check := range checks {
 		if err := check(); err != nil {
 			return err
@@ -259,6 +259,41 @@ func (l *Log) validate() error {
 	case "text", "json":
 	default:
 		return keyErr("log.format", "%q is not one of \"text\", \"json\"", l.Format)
+	}
+	return nil
+}
+
+func (c *Cluster) validate() error {
+	for _, u := range c.NATS {
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" || !(p.Scheme == "nats" || p.Scheme == "tls" || p.Scheme == "ws" || p.Scheme == "wss") {
+			return keyErr("cluster.nats", "%q is not a NATS URL, as \"nats://10.0.0.1:4222\"", u)
+		}
+	}
+	for _, r := range c.Node {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return keyErr("cluster.node", "%q may hold only A-Z a-z 0-9 - _ (it is part of NATS subjects)", c.Node)
+		}
+	}
+	if len(c.Node) > 64 {
+		return keyErr("cluster.node", "is %d characters; must be <= 64", len(c.Node))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return keyErr("cluster.tls_cert", "cluster.tls_cert and cluster.tls_key go together; set both or neither")
+	}
+	if c.Password != "" && c.User == "" {
+		return keyErr("cluster.password", "is set but cluster.user is not")
+	}
+	for _, u := range c.TURNURIs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			return keyErr("cluster.turn_uris", "%q is not a turn: or turns: URI", u)
+		}
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return keyErr("cluster.replicas", "%d is out of range; must be between 1 and 5", c.Replicas)
+	}
+	if c.Heartbeat < 50*time.Millisecond || c.Heartbeat > time.Minute {
+		return keyErr("cluster.heartbeat", "%s is out of range; must be between 50ms and 1m", c.Heartbeat)
 	}
 	return nil
 }

@@ -129,10 +129,11 @@ func TestPionPeersRelayThroughCallbox(t *testing.T) {
 
 // pionPeer is one side: a WebSocket to the hub and a PeerConnection.
 type pionPeer struct {
-	name string
-	id   string
-	ws   *websocket.Conn
-	pc   *webrtc.PeerConnection
+	name   string
+	id     string
+	resume string // the welcome's resume token
+	ws     *websocket.Conn
+	pc     *webrtc.PeerConnection
 
 	wmu sync.Mutex // gorilla allows one writer; pion's callbacks and the reader both send
 	wg  sync.WaitGroup
@@ -145,6 +146,8 @@ type pionPeer struct {
 type hubMsg struct {
 	Type       string `json:"type"`
 	ID         string `json:"id"`
+	Resume     string `json:"resume"`
+	Resumed    bool   `json:"resumed"`
 	From       string `json:"from"`
 	Peers      []struct{ ID string }
 	ICEServers []signal.ICEServer `json:"iceServers"`
@@ -170,7 +173,7 @@ func newPionPeer(t *testing.T, ctx context.Context, url, name string) *pionPeer 
 	if err := ws.ReadJSON(&w); err != nil || w.Type != "welcome" {
 		t.Fatalf("%s: welcome: %+v %v", name, w, err)
 	}
-	p.id = w.ID
+	p.id, p.resume = w.ID, w.Resume
 	var servers []webrtc.ICEServer
 	for _, s := range w.ICEServers {
 		servers = append(servers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})

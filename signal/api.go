@@ -97,6 +97,8 @@ type health struct {
 	Connections int    `json:"connections"`
 	Rooms       int    `json:"rooms"`
 	Peers       int    `json:"peers"`
+	// Cluster is the Router's status: absent for one process, "ok", or why not.
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // serveHealth is GET /healthz: 200 while serving, 503 while shutting down.
@@ -105,6 +107,7 @@ func (h *Hub) serveHealth(w http.ResponseWriter, r *http.Request) {
 	s := health{Status: "ok", Connections: len(h.clients), Rooms: len(h.rooms), Peers: len(h.peers)}
 	closing := h.closing
 	h.mu.Unlock()
+	s.Cluster = h.router.Status()
 	code := http.StatusOK
 	if closing {
 		s.Status, code = "shutting_down", http.StatusServiceUnavailable

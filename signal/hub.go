@@ -40,6 +40,8 @@ type Options struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
 	ICE        ICEProvider
+	// Router shares rooms with other hubs (package cluster); nil is one process.
+	Router Router
 }
 
 // reconnectAfter is the least `after` of the reconnect message at
@@ -63,6 +65,7 @@ type Hub struct {
 	// static after construction
 	log      *slog.Logger
 	ice      ICEProvider
+	router   Router
 	metrics  *metrics
 	upgrader websocket.Upgrader
 	tick     time.Duration // sweeper period
@@ -99,9 +102,13 @@ func NewHub(cfg config.Signal, opts Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Router == nil {
+		opts.Router = localRouter{}
+	}
 	h := &Hub{
 		log:     opts.Logger,
 		ice:     opts.ICE,
+		router:  opts.Router,
 		metrics: m,
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 10 * time.Second,

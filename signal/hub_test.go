@@ -309,6 +309,13 @@ func TestDropSockets(t *testing.T) {
 			break
 		}
 	}
+	// A socket's end reaches the hub after the client sees it: wait until
+	// both are processed, or A could resume before B is marked reconnecting.
+	waitFor(t, "both sockets to be processed as dropped", func() bool {
+		ts.hub.mu.Lock()
+		defer ts.hub.mu.Unlock()
+		return len(ts.hub.clients) == 0
+	})
 	a2 := ts.dialWS(t)
 	a2.send(map[string]any{"type": "hello", "version": 1, "room": "d", "name": "A", "resume": wa.Resume})
 	w := a2.expect("welcome")

@@ -37,12 +37,16 @@ type peer struct {
 	iceRefresh atomic.Int64
 }
 
-func (r *room) info(except *peer) []peerInfo {
-	out := make([]peerInfo, 0, len(r.peers))
+// info lists the room's peers but except, then those other hubs hold.
+func (r *room) info(except *peer, remote []Member) []peerInfo {
+	out := make([]peerInfo, 0, len(r.peers)+len(remote))
 	for _, p := range r.peers {
 		if p != except {
 			out = append(out, peerInfo{ID: p.id, Name: p.name, Reconnecting: p.conn == nil})
 		}
+	}
+	for _, m := range remote {
+		out = append(out, peerInfo{ID: m.ID, Name: m.Name, Reconnecting: m.Reconnecting})
 	}
 	return out
 }
@@ -114,6 +118,10 @@ func (h *Hub) hello(c *client, m *inMsg) error {
 	// they are handed out only if the join below succeeds.
 	id := "p" + randomID(6)
 	servers, expires := h.iceFor(id)
+	// The cluster's limits, and the room's chat made ready, before the locks.
+	if err := h.router.Join(m.Room, h.conf().MaxPeersPerRoom, h.conf().MaxRooms); err != nil {
+		return err
+	}
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -129,8 +137,7 @@ func (h *Hub) hello(c *client, m *inMsg) error {
 		if len(h.rooms) >= h.conf().MaxRooms {
 			return protoErr(CodeTooManyRooms, true, "the server has %d rooms, its limit", h.conf().MaxRooms)
 		}
-		r = &room{name: m.Room, peers: make(map[string]*peer)}
-		h.rooms[m.Room] = r
+		r = h.newRoomLocked(m.Room)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -145,6 +152,7 @@ func (h *Hub) hello(c *client, m *inMsg) error {
 	c.peer = p
 	c.send(encode(h.welcome(p, false, servers, expires, 0)))
 	r.broadcast(encode(joinedMsg{Type: "joined", Peer: peerInfo{ID: id, Name: name}}), p)
+	h.router.Publish(Event{Type: "joined", Room: r.name, ID: id, Name: name, Token: p.token})
 	h.gaugesLocked()
 	h.log.Debug("peer joined", "peer", id, "room", r.name, "ip", c.ip)
 	return nil
@@ -158,7 +166,10 @@ func (h *Hub) resume(c *client, m *inMsg) error {
 	h.mu.Lock()
 	p := h.resumes[m.Resume]
 	h.mu.Unlock()
-	if p == nil || p.room.name != m.Room {
+	if p == nil {
+		return h.resumeClaimed(c, m, failed)
+	}
+	if p.room.name != m.Room {
 		return failed
 	}
 	servers, expires := h.iceFor(p.id)
@@ -185,9 +196,67 @@ func (h *Hub) resume(c *client, m *inMsg) error {
 		old.abort(reasonReplaced)
 	} else {
 		r.broadcast(encode(presenceMsg{Type: "resumed", ID: p.id}), p)
+		h.router.Publish(Event{Type: "resumed", Room: r.name, ID: p.id})
 	}
 	h.metrics.resumes.Inc()
 	h.log.Debug("peer resumed", "peer", p.id, "room", r.name, "ip", c.ip)
+	return nil
+}
+
+// newRoomLocked adds an empty room to the hub, with the chat the router
+// already holds for it. Caller holds h.mu.
+func (h *Hub) newRoomLocked(name string) *room {
+	r := &room{name: name, peers: make(map[string]*peer)}
+	for _, c := range h.router.History(name) {
+		r.seq = max(r.seq, c.Seq)
+		r.addChat(c.msg(), h.conf().History)
+	}
+	h.rooms[name] = r
+	return r
+}
+
+// resumeClaimed resumes a session another hub holds: that hub gives the
+// peer up (or is gone) and this one takes it with the same id and token.
+func (h *Hub) resumeClaimed(c *client, m *inMsg, failed error) error {
+	cl, ok := h.router.Claim(m.Room, m.Resume)
+	if !ok {
+		return failed
+	}
+	servers, expires := h.iceFor(cl.ID)
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.peers[cl.ID] != nil {
+		return failed // a second resume of the same session won the race
+	}
+	if h.closing {
+		// The cluster now says this hub holds the peer: say it left, or
+		// it would stay in the room everywhere.
+		h.router.Publish(Event{Type: "left", Room: m.Room, ID: cl.ID, Reason: "left"})
+		return failed
+	}
+	r := h.rooms[m.Room]
+	if r == nil {
+		r = h.newRoomLocked(m.Room)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := &peer{id: cl.ID, token: m.Resume, room: r, name: cl.Name, conn: c}
+	p.iceRefresh.Store(refreshAt(time.Now(), expires))
+	r.peers[p.id] = p
+	h.peers[p.id] = p
+	h.resumes[p.token] = p
+	c.peer = p
+	c.send(encode(h.welcome(p, true, servers, expires, m.LastSeq)))
+	for _, b := range cl.Pending {
+		c.send(b)
+	}
+	if cl.Reconnecting {
+		r.broadcast(encode(presenceMsg{Type: "resumed", ID: p.id}), p)
+	}
+	h.metrics.resumes.Inc()
+	h.gaugesLocked()
+	h.log.Debug("peer resumed from another node", "peer", p.id, "room", r.name, "ip", c.ip)
 	return nil
 }
 
@@ -201,7 +270,7 @@ func (h *Hub) welcome(p *peer, resumed bool, servers []ICEServer, expires time.T
 	return welcomeMsg{
 		Type: "welcome", ID: p.id, Room: r.name, Name: p.name,
 		Resume: p.token, ResumeWindow: h.conf().ResumeWindow.Milliseconds(), Resumed: resumed,
-		Peers: r.info(p), ICEServers: servers, ICEExpires: unixMilli(expires),
+		Peers: r.info(p, h.router.Peers(r.name)), ICEServers: servers, ICEExpires: unixMilli(expires),
 		History: r.chatsAfter(after),
 	}
 }
@@ -219,6 +288,7 @@ func (h *Hub) relay(c *client, m *inMsg) {
 	}
 	t := r.peers[m.To]
 	switch {
+	case t == nil && h.router.Signal(r.name, m.To, b): // held by another hub
 	case t == nil || t == p:
 		c.fail(protoErr(CodeUnknownPeer, false, "no peer %.64q in room %s", m.To, r.name))
 	case t.conn != nil:
@@ -239,6 +309,16 @@ func (h *Hub) chat(c *client, m *inMsg) {
 	}
 	p := c.peer
 	r := p.room
+	r.mu.Lock()
+	if p.conn != c {
+		r.mu.Unlock()
+		return
+	}
+	name := p.name
+	r.mu.Unlock()
+	if h.router.Chat(r.name, Chat{From: p.id, Name: name, Time: time.Now().UnixMilli(), Text: m.Text}) {
+		return // stamped by the cluster; it comes back through DeliverChat
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p.conn != c {
@@ -265,6 +345,7 @@ func (h *Hub) rename(c *client, m *inMsg) {
 	}
 	p.name = name
 	r.broadcast(encode(presenceMsg{Type: "renamed", ID: p.id, Name: name}), p)
+	h.router.Publish(Event{Type: "renamed", Room: r.name, ID: p.id, Name: name})
 }
 
 // leave removes the peer at once and closes the socket with 1000.
@@ -303,6 +384,7 @@ func (h *Hub) disconnect(c *client, reason string) {
 				p.conn = nil
 				h.reconnecting[p] = time.Now().Add(h.conf().ResumeWindow)
 				r.broadcast(encode(presenceMsg{Type: "reconnecting", ID: p.id}), p)
+				h.router.Publish(Event{Type: "reconnecting", Room: r.name, ID: p.id})
 			case resumable(reason):
 				h.removeLocked(p, "timeout")
 			default:
@@ -326,6 +408,7 @@ func (h *Hub) removeLocked(p *peer, reason string) {
 	p.conn = nil
 	p.pending = nil
 	r.broadcast(encode(presenceMsg{Type: "left", ID: p.id, Reason: reason}), nil)
+	h.router.Publish(Event{Type: "left", Room: r.name, ID: p.id, Reason: reason})
 	if len(r.peers) == 0 && h.rooms[r.name] == r {
 		delete(h.rooms, r.name)
 	}

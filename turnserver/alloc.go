@@ -53,6 +53,10 @@ type allocTable struct {
 	userQuota, totalQuota int
 	metrics               *metrics
 	log                   *slog.Logger
+	// remote and notify share the per-user quota with other servers
+	// (Options.RemoteAllocations, Options.OnAllocations); nil: alone.
+	remote func(user string) int
+	notify func(user string, count int)
 
 	mu      sync.Mutex
 	allocs  map[allocKey]allocEntry     // guarded by mu
@@ -103,7 +107,7 @@ func (t *allocTable) reserve(username string, src net.Addr) bool {
 	switch {
 	case t.totalQuota > 0 && len(t.allocs)+len(t.pending) >= t.totalQuota:
 		scope = "total"
-	case t.userQuota > 0 && t.perUser[user] >= t.userQuota:
+	case t.userQuota > 0 && t.perUser[user]+t.remoteOf(user) >= t.userQuota:
 		scope = "user"
 	}
 	if scope != "" {
@@ -113,10 +117,25 @@ func (t *allocTable) reserve(username string, src net.Addr) bool {
 	}
 	t.pending[pk] = pendingEntry{user: user, at: now}
 	t.perUser[user]++
+	t.notifyLocked(user)
 	return true
 }
 
+func (t *allocTable) remoteOf(user string) int {
+	if t.remote == nil {
+		return 0
+	}
+	return t.remote(user)
+}
+
+func (t *allocTable) notifyLocked(user string) {
+	if t.notify != nil {
+		t.notify(user, t.perUser[user])
+	}
+}
+
 func (t *allocTable) releaseLocked(user string) {
+	defer t.notifyLocked(user)
 	if t.perUser[user] <= 1 {
 		delete(t.perUser, user)
 		return
@@ -134,6 +153,7 @@ func (t *allocTable) created(src, local net.Addr, username string, relay net.Add
 		user = p.user
 	} else {
 		t.perUser[user]++
+		t.notifyLocked(user)
 	}
 	t.allocs[k] = allocEntry{user: user, created: time.Now()}
 	n := len(t.allocs)

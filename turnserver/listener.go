@@ -44,6 +44,9 @@ func setReusePort(network, address string, rc syscall.RawConn) error {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		if serr == nil {
+			setBuffers(int(fd))
+		}
 	}); err != nil {
 		return err
 	}
@@ -54,41 +57,170 @@ func setReusePort(network, address string, rc syscall.RawConn) error {
 }
 
 // udpListener is one of the UDP listening sockets as pion sees it: it
-// shows each STUN request to the authenticator before pion reads it.
+// shows each STUN request to the authenticator before pion reads it, and
+// is the client side of the data plane (fastpath.go): ChannelData for
+// bound channels and Binding requests never reach pion.
 type udpListener struct {
 	*net.UDPConn
 	auth  *authenticator
 	local netip.AddrPort
-	in    inspector // owned by the single reader, pion's read loop
 	done  chan struct{}
 	once  sync.Once
+
+	mu      sync.Mutex
+	clients map[netip.AddrPort]*relayConn // guarded by mu: relay of each client with a UDP allocation here
+
+	sock *udpSock
+
+	// owned by the single reader, pion's read loop
+	in      inspector
+	out     *dgram // sends to relay sockets
+	rd      *batchReader
+	wr      *batchWriter
+	replies []byte // a Binding reply slot per datagram of a batch
+	next    int    // next datagram of the batch to look at
+	got     int    // datagrams in the batch
+	pion    int    // datagram of the batch for pion; -1: none
 }
 
-func newUDPListener(c *net.UDPConn, auth *authenticator) *udpListener {
-	return &udpListener{UDPConn: c, auth: auth, local: addrPortOf(c.LocalAddr()), done: make(chan struct{})}
+// udpBatch is how many datagrams one recvmmsg (and one sendmmsg of Binding
+// replies) carries at most; udpBufSize holds any datagram pion would take
+// (pionMTU) with room to tell a longer one apart.
+const (
+	udpBatch   = 32
+	udpBufSize = 2048
+)
+
+func newUDPListener(c *net.UDPConn, auth *authenticator) (*udpListener, error) {
+	sock, err := newUDPSock(c)
+	if err != nil {
+		return nil, err
+	}
+	l := &udpListener{
+		UDPConn: c, auth: auth, local: addrPortOf(c.LocalAddr()), done: make(chan struct{}),
+		clients: make(map[netip.AddrPort]*relayConn),
+		sock:    sock, out: newDgram(),
+		rd: newBatchReader(sock, udpBatch, udpBufSize), wr: newBatchWriter(sock, udpBatch),
+		replies: make([]byte, udpBatch*bindingReplyMaxSize), pion: -1,
+	}
+	l.rd.onBatch = l.onBatch
+	return l, nil
 }
 
+// ReadFrom returns the next datagram pion must handle; the data plane's
+// datagrams are handled on the way, inside the batch reader's loop.
 func (l *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := l.UDPConn.ReadFromUDP(p)
-		if err != nil {
+	if l.pion < 0 && !l.consume() {
+		if err := l.rd.serve(); err != nil {
 			// pion's loop ends on the first error; mark it so Close
 			// knows the reader is gone.
 			l.once.Do(func() { close(l.done) })
-			return n, nil, err
+			return 0, nil, err
 		}
-		// ChannelData (first byte 0x40-0x7F), the bulk of the traffic,
-		// costs one comparison here.
-		if n >= 20 && p[0] < 0x40 {
-			src := addr.AddrPort()
-			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-			if reply := l.auth.inspect(&l.in, p[:n], false, src, l.local); reply != nil {
-				l.UDPConn.WriteToUDP(reply, addr) //nolint:errcheck // best effort, as pion's own replies
-				continue
-			}
-		}
-		return n, addr, nil
 	}
+	i := l.pion
+	l.pion = -1
+	if l.wr.n > 0 {
+		l.wr.flush() //nolint:errcheck // replies are best effort; a read reports a closed socket
+	}
+	pkt, src, trunc := l.rd.msg(i)
+	n := copy(p, pkt)
+	if trunc {
+		n = len(p) // pion drops it as too long
+	}
+	// pion keeps the address of an allocation's client: a fresh one
+	// each time.
+	return n, net.UDPAddrFromAddrPort(src), nil
+}
+
+// onBatch takes a batch the reader just filled.
+func (l *udpListener) onBatch(n int) bool {
+	l.next, l.got = 0, n
+	return l.consume()
+}
+
+// consume handles the rest of the batch until a datagram for pion, which
+// it leaves in l.pion (true); at the end of the batch it sends the
+// Binding replies (false).
+func (l *udpListener) consume() bool {
+	for l.next < l.got {
+		i := l.next
+		l.next++
+		pkt, src, trunc := l.rd.msg(i)
+		if !trunc && l.handle(i, pkt, src) {
+			continue
+		}
+		l.pion = i
+		return true
+	}
+	if l.wr.n > 0 {
+		l.wr.flush() //nolint:errcheck // as above
+	}
+	return false
+}
+
+// fill reads one batch (tests and benchmarks drive the reader with it).
+func (l *udpListener) fill() error {
+	n, err := l.rd.read()
+	if err != nil {
+		return err
+	}
+	l.next, l.got = 0, n
+	return nil
+}
+
+// handle is the data plane and the authenticator's look at datagram i of
+// the batch; it reports whether the datagram was dealt with here.
+func (l *udpListener) handle(i int, p []byte, src netip.AddrPort) bool {
+	if len(p) == 0 {
+		return false
+	}
+	// ChannelData (first byte 0x40-0x7F), the bulk of the traffic.
+	if p[0]&0xC0 == 0x40 {
+		number, payload, ok := parseChannelData(p)
+		if !ok {
+			return false
+		}
+		rc := l.client(src)
+		return rc != nil && rc.forward(l.out, number, payload)
+	}
+	if len(p) < 20 || p[0] >= 0x40 {
+		return false
+	}
+	if isBindingRequest(p) {
+		l.wr.add(bindingReply(l.replies[i*bindingReplyMaxSize:], p, src), src)
+		return true
+	}
+	if reply := l.auth.inspect(&l.in, p, false, src, l.local); reply != nil {
+		l.out.sendTo(l.sock, reply, src) //nolint:errcheck // best effort, as pion's own replies
+		return true
+	}
+	return false
+}
+
+func (l *udpListener) client(src netip.AddrPort) *relayConn {
+	l.mu.Lock()
+	rc := l.clients[src]
+	l.mu.Unlock()
+	return rc
+}
+
+// allocationCreated routes the relay conn's client through this socket.
+func (l *udpListener) allocationCreated(src netip.AddrPort, rc *relayConn) {
+	rc.route.Store(&clientRoute{out: l, addr: src})
+	l.mu.Lock()
+	l.clients[src] = rc
+	l.mu.Unlock()
+}
+
+// allocationDeleted forgets the client's relay once pion has closed it; a
+// new allocation of the same client may already have replaced it.
+func (l *udpListener) allocationDeleted(src netip.AddrPort) {
+	l.mu.Lock()
+	if rc := l.clients[src]; rc != nil && rc.closed.Load() {
+		delete(l.clients, src)
+	}
+	l.mu.Unlock()
 }
 
 // tcpListener hands pion wrapped connections and owns them: pion closes

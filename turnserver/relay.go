@@ -163,6 +163,7 @@ const (
 type relayConn struct {
 	// static after construction
 	conn    *net.UDPConn
+	sock    *udpSock // nil if the raw conn failed: pion then relays everything
 	port    uint16
 	guard   *relayGuard
 	onClose func(*relayConn)
@@ -171,6 +172,13 @@ type relayConn struct {
 	// permission on this allocation, fed by pion's permission events.
 	peers   atomic.Pointer[[]netip.Addr]
 	peersMu sync.Mutex // serialises writers of peers
+
+	// The data plane's view of pion's state (fastpath.go), fed by pion's
+	// events: the client of a UDP allocation (nil for TCP and TLS ones,
+	// which pion relays itself) and the bound channels, copy-on-write.
+	route      atomic.Pointer[clientRoute]
+	channels   atomic.Pointer[[]channelBinding]
+	channelsMu sync.Mutex // serialises writers of channels
 
 	buckets [2]tokenBucket
 	stats   relayStats
@@ -181,12 +189,17 @@ type relayConn struct {
 	// the address within the iteration that received it.
 	lastPeer     netip.AddrPort
 	lastPeerAddr *net.UDPAddr
+	io           *dgram
+	rx           relayRx
 
+	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
 func newRelayConn(conn *net.UDPConn, guard *relayGuard, bytesPerSec float64, onClose func(*relayConn)) *relayConn {
-	c := &relayConn{conn: conn, guard: guard, onClose: onClose}
+	c := &relayConn{conn: conn, guard: guard, onClose: onClose, io: newDgram()}
+	c.sock, _ = newUDPSock(conn)
+	c.initRx()
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
 		c.port = uint16(la.Port)
 	}
@@ -194,6 +207,8 @@ func newRelayConn(conn *net.UDPConn, guard *relayGuard, bytesPerSec float64, onC
 	c.buckets[toClient].init(bytesPerSec)
 	empty := []netip.Addr{}
 	c.peers.Store(&empty)
+	noChannels := []channelBinding{}
+	c.channels.Store(&noChannels)
 	return c
 }
 
@@ -248,23 +263,106 @@ func (c *relayConn) admitIn(src netip.AddrPort, n int) bool {
 
 // ReadFrom returns the next peer datagram that has a permission and fits
 // the bitrate; others are dropped here, before pion does any work for them
-// and before they can use up the allocation's rate budget.
+// and before they can use up the allocation's rate budget. A datagram from
+// a peer with a bound channel of a UDP allocation does not return at all:
+// it is framed as ChannelData in p and sent to the client here.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.sock != nil && len(p) > channelHeader {
+		n, src, err := c.readData(p) // relay_linux.go
+		if err != nil {
+			return 0, nil, err
+		}
+		return n, c.peerAddr(src), nil
+	}
 	for {
 		n, src, err := c.conn.ReadFromUDPAddrPort(p)
 		if err != nil {
 			return n, nil, err
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		if !c.admitIn(src, n) {
-			continue
+		if c.admitIn(src, n) {
+			return n, c.peerAddr(src), nil
 		}
-		if src != c.lastPeer || c.lastPeerAddr == nil {
-			c.lastPeer = src
-			c.lastPeerAddr = net.UDPAddrFromAddrPort(src)
-		}
-		return n, c.lastPeerAddr, nil
 	}
+}
+
+// peerAddr returns src as a net.Addr, reused while the peer stays the same
+// so ReadFrom does not allocate one per datagram. pion only reads the
+// address within the iteration that received it.
+func (c *relayConn) peerAddr(src netip.AddrPort) net.Addr {
+	if src != c.lastPeer || c.lastPeerAddr == nil {
+		c.lastPeer = src
+		c.lastPeerAddr = net.UDPAddrFromAddrPort(src)
+	}
+	return c.lastPeerAddr
+}
+
+// channelByPeer returns the channel bound to peer, if any.
+func (c *relayConn) channelByPeer(peer netip.AddrPort) (uint16, bool) {
+	for _, b := range *c.channels.Load() {
+		if b.peer == peer {
+			return b.number, true
+		}
+	}
+	return 0, false
+}
+
+// channelPeer returns the peer bound to channel number, if any.
+func (c *relayConn) channelPeer(number uint16) (netip.AddrPort, bool) {
+	for _, b := range *c.channels.Load() {
+		if b.number == number {
+			return b.peer, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+// addChannel records a binding pion created (OnChannelCreated).
+func (c *relayConn) addChannel(number uint16, peer netip.AddrPort) {
+	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	c.channelsMu.Lock()
+	defer c.channelsMu.Unlock()
+	old := *c.channels.Load()
+	next := make([]channelBinding, 0, len(old)+1)
+	for _, b := range old {
+		if b.number != number && b.peer != peer {
+			next = append(next, b)
+		}
+	}
+	next = append(next, channelBinding{number: number, peer: peer})
+	c.channels.Store(&next)
+}
+
+// removeChannel forgets a binding pion removed (OnChannelDeleted).
+func (c *relayConn) removeChannel(number uint16) {
+	c.channelsMu.Lock()
+	defer c.channelsMu.Unlock()
+	old := *c.channels.Load()
+	next := make([]channelBinding, 0, len(old))
+	for _, b := range old {
+		if b.number != number {
+			next = append(next, b)
+		}
+	}
+	c.channels.Store(&next)
+}
+
+// forward is the client → peer fast path for a ChannelData payload on
+// channel number: it reports false when the channel is not bound (pion
+// then handles the datagram and drops it with its usual error).
+// d is the caller's scratch for the system call.
+func (c *relayConn) forward(d *dgram, number uint16, payload []byte) bool {
+	if c.sock == nil {
+		return false
+	}
+	peer, ok := c.channelPeer(number)
+	if !ok {
+		return false
+	}
+	if c.admitOut(peer, len(payload)) {
+		d.sendTo(c.sock, payload, peer) //nolint:errcheck // as WriteTo: UDP is best effort
+	}
+	return true
 }
 
 func (c *relayConn) permitted(ip netip.Addr) bool {
@@ -307,6 +405,7 @@ func (c *relayConn) removePeer(ip netip.Addr) {
 }
 
 func (c *relayConn) Close() error {
+	c.closed.Store(true)
 	err := c.conn.Close()
 	c.closeOnce.Do(func() {
 		if c.onClose != nil {

@@ -42,6 +42,14 @@ type Options struct {
 	// served as TURN over TLS and SharedPort is put in a turns: URI.
 	Shared     net.Listener
 	SharedPort int
+	// RemoteAllocations, when set, is how many allocations a user id
+	// holds on other servers sharing this one's quotas (package cluster):
+	// turn.user_quota counts them too.
+	RemoteAllocations func(user string) int
+	// OnAllocations, when set, hears each change of a user id's count of
+	// allocations (and reservations) on this server. Called with the
+	// allocation table's lock held: it must not call back into the server.
+	OnAllocations func(user string, count int)
 }
 
 // Server is a running STUN/TURN server.
@@ -115,6 +123,7 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 		}
 	}()
 	s.allocs = newAllocTable(cfg.UserQuota, cfg.TotalQuota, s.metrics, s.log)
+	s.allocs.remote, s.allocs.notify = opts.RemoteAllocations, opts.OnAllocations
 	s.auth = &authenticator{
 		realm:       cfg.Realm,
 		maxLifetime: cfg.MaxAllocationLifetime,
@@ -221,7 +230,15 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 		s.udpAddr = udpAddr
 		s.tcpAddr = tl.Addr().(*net.TCPAddr)
 		for _, c := range conns {
-			s.udp = append(s.udp, newUDPListener(c, nil))
+			l, err := newUDPListener(c, nil)
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				tl.Close()
+				return err
+			}
+			s.udp = append(s.udp, l)
 		}
 		s.tcp = newTCPListener(tl, nil)
 		return nil
@@ -324,7 +341,7 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 	for _, l := range s.udp {
 		l.auth = s.auth
 		sc := base
-		sc.EventHandler = s.events(nil)
+		sc.EventHandler = s.events(nil, l)
 		sc.PacketConnConfigs = []turn.PacketConnConfig{{PacketConn: l, RelayAddressGenerator: generator(), PermissionHandler: permission}}
 		sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
 			return s.auth.authHandler(&l.in.slot, username, realm, src)
@@ -338,7 +355,7 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 	for _, l := range s.streamListeners() {
 		l.auth = s.auth
 		sc := base
-		sc.EventHandler = s.events(l)
+		sc.EventHandler = s.events(l, nil)
 		sc.ListenerConfigs = []turn.ListenerConfig{{Listener: l, RelayAddressGenerator: generator(), PermissionHandler: permission}}
 		sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
 			slot := l.slot(src)

@@ -29,6 +29,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == harnessCmd {
+		if err := serveTURN(os.Args[2:], os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "turnbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := ossignal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -57,6 +64,9 @@ type options struct {
 	bindWindow     int
 	keep           bool
 	cpuProfile     string
+	callboxProfile string
+	callboxEnv     string
+	baseline       string
 	verbose        bool
 }
 
@@ -80,8 +90,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the servers' temp folders (configs and logs)")
 	fs.BoolVar(&o.verbose, "v", false, "log every trial of the rate search")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the generator's own CPU profile to `file` (what the load costs)")
+	fs.StringVar(&o.callboxProfile, "callbox-cpuprofile", "", "profile callbox's TURN server: run it in this binary's harness (turnserver.New on the same config, no hub) and write its CPU profile of each round to `prefix`.N")
+	fs.StringVar(&o.baseline, "baseline", "", "another callbox `binary` (say, built from an older commit), measured as server \"baseline\" when -servers names it")
+	fs.StringVar(&o.callboxEnv, "callbox-env", "", "extra environment of the callbox process, comma-separated `KEY=VALUE` pairs (e.g. GOMAXPROCS=1,GOGC=50)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	for _, kv := range splitList(o.callboxEnv) {
+		if !strings.Contains(kv, "=") {
+			return o, fmt.Errorf("-callbox-env %q: want KEY=VALUE", kv)
+		}
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -108,8 +126,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-binding-sockets must be 1..64 and -binding-window 1..%d", batchSize)
 	}
 	for _, s := range splitList(o.servers) {
-		if s != "callbox" && s != "coturn" {
-			return o, fmt.Errorf("-servers: unknown server %q (callbox, coturn)", s)
+		if s != "callbox" && s != "coturn" && s != "baseline" {
+			return o, fmt.Errorf("-servers: unknown server %q (callbox, coturn, baseline)", s)
+		}
+		if s == "baseline" && o.baseline == "" {
+			return o, errors.New("-servers baseline needs -baseline PATH")
 		}
 	}
 	if len(splitList(o.servers)) == 0 {
@@ -147,11 +168,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Warn("open files limit not raised", "err", err)
 	}
 	servers := splitList(o.servers)
-	setup := serverSetup{secret: "turnbench-secret-0123456789", relayMin: 40000, relayMax: 47999}
+	setup := serverSetup{secret: "turnbench-secret-0123456789", relayMin: 40000, relayMax: 47999, profiles: new(int)}
 	if setup.coturn, err = exec.LookPath(o.coturn); err != nil && slices.Contains(servers, "coturn") {
 		return fmt.Errorf("coturn's turnserver: %w (install the Debian package coturn, or -servers callbox)", err)
 	}
-	if slices.Contains(servers, "callbox") {
+	setup.callboxEnv = splitList(o.callboxEnv)
+	setup.baseline = o.baseline
+	if o.callboxProfile != "" {
+		if setup.harness, err = os.Executable(); err != nil {
+			return fmt.Errorf("-callbox-cpuprofile: %w", err)
+		}
+		setup.profilePrefix = o.callboxProfile
+	}
+	if slices.Contains(servers, "callbox") && setup.harness == "" {
 		setup.callbox = o.callbox
 		if setup.callbox == "" {
 			dir, err := os.MkdirTemp("", "turnbench-build-")

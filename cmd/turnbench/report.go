@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -63,14 +64,18 @@ func writeReport(w io.Writer, b *bench, servers []string, args []string) error {
 				col(func(r row) float64 { return r.rssMiB }).format(1))
 		}
 	}
-	if len(servers) == 2 && servers[0] == "callbox" && servers[1] == "coturn" {
-		writeRatios(bw, b)
+	if slices.Contains(servers, "callbox") && slices.Contains(servers, "coturn") {
+		writeRatios(bw, b, "coturn", true)
+	}
+	if slices.Contains(servers, "callbox") && slices.Contains(servers, "baseline") {
+		writeRatios(bw, b, "baseline", false)
 	}
 	return bw.Flush()
 }
 
-// writeRatios prints callbox÷coturn of the medians next to issue 7's targets.
-func writeRatios(w io.Writer, b *bench) {
+// writeRatios prints callbox÷other of the medians, next to issue 7's
+// targets when other is coturn.
+func writeRatios(w io.Writer, b *bench, other string, targets bool) {
 	med := func(id, kind string, f func(row) float64) spread {
 		var vals []float64
 		for _, r := range b.results[id][kind] {
@@ -97,13 +102,16 @@ func writeRatios(w io.Writer, b *bench) {
 		{"e", "(e) RSS", "≤ 1.0×", func(r row) float64 { return r.rssMiB }},
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| callbox ÷ coturn (medians) | Ratio | Issue 7 target |")
+	fmt.Fprintf(w, "| callbox ÷ %s (medians) | Ratio | Issue 7 target |\n", other)
 	fmt.Fprintln(w, "|---|---:|---:|")
 	for _, l := range lines {
 		if b.results[l.id] == nil {
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %s | %s |\n", l.what, ratio(med(l.id, "callbox", l.f), med(l.id, "coturn", l.f)), l.target)
+		if !targets {
+			l.target = "–"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", l.what, ratio(med(l.id, "callbox", l.f), med(l.id, other, l.f)), l.target)
 	}
 }
 
@@ -143,6 +151,9 @@ func versions(s serverSetup, servers []string) string {
 		switch kind {
 		case "callbox":
 			out, err = exec.Command(s.callbox, "version").Output()
+		case "baseline":
+			out, err = exec.Command(s.baseline, "version").Output()
+			out = append([]byte("baseline "), out...)
 		case "coturn":
 			out, err = exec.Command(s.coturn, "--version").Output()
 			out = append([]byte("coturn "), out...)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -39,15 +40,24 @@ type serverProc struct {
 // serverSetup is what every server of a run gets alike.
 type serverSetup struct {
 	callbox  string // path of the callbox binary
+	baseline string // path of another callbox binary, server kind "baseline" (-baseline)
 	coturn   string // path of coturn's turnserver
 	secret   string
 	relayMin int
 	relayMax int
+	// callboxEnv is added to callbox's environment (-callbox-env).
+	callboxEnv []string
+	// harness, when set, is this binary, run as serveTURN in place of
+	// callbox to write a CPU profile to profilePrefix.N (N counts the
+	// callbox processes of the run).
+	harness       string
+	profilePrefix string
+	profiles      *int
 }
 
 func (s serverSetup) command(kind, dir string, port int) (*exec.Cmd, error) {
 	switch kind {
-	case "callbox":
+	case "callbox", "baseline":
 		conf := fmt.Sprintf(`# written by turnbench
 [http]
 listen = "127.0.0.1:0"
@@ -68,7 +78,20 @@ listen = ""
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			return nil, fmt.Errorf("turnbench: write callbox config: %w", err)
 		}
-		return exec.Command(s.callbox, "-config", path), nil
+		bin := s.callbox
+		if kind == "baseline" {
+			bin = s.baseline
+		}
+		cmd := exec.Command(bin, "-config", path)
+		if s.harness != "" && kind == "callbox" {
+			*s.profiles++
+			cmd = exec.Command(s.harness, harnessCmd, "-config", path,
+				"-cpuprofile", s.profilePrefix+"."+strconv.Itoa(*s.profiles))
+		}
+		if len(s.callboxEnv) > 0 && kind == "callbox" {
+			cmd.Env = append(os.Environ(), s.callboxEnv...)
+		}
+		return cmd, nil
 	case "coturn":
 		// The flags keep coturn from writing outside dir and from
 		// starting listeners the other server does not have (TLS, CLI).
@@ -178,22 +201,39 @@ func (p *serverProc) stop() {
 	}
 }
 
+// freePort finds a loopback port free for UDP and for TCP (callbox binds
+// both): on a busy machine a port the kernel hands out for UDP is often
+// still held on the TCP side (TIME-WAIT of someone else's connection).
 func freePort() (int, error) {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return 0, fmt.Errorf("turnbench: free port: %w", err)
+	var lastErr error
+	for range 20 {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return 0, fmt.Errorf("turnbench: free port: %w", err)
+		}
+		port := c.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		c.Close()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		l.Close()
+		return port, nil
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
+	return 0, fmt.Errorf("turnbench: no port free for both UDP and TCP: %w", lastErr)
 }
 
-// tail returns the end of a log file for an error message.
+// tail returns the end of a log file for an error message, or from its
+// panic on when there is one (the stack's end says little).
 func tail(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
 	}
-	if len(b) > 600 {
+	if i := bytes.Index(b, []byte("panic: ")); i >= 0 {
+		b = b[i:min(len(b), i+2000)]
+	} else if len(b) > 600 {
 		b = b[len(b)-600:]
 	}
 	return string(b)

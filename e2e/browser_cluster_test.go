@@ -1,0 +1,34 @@
+package e2e
+
+import "testing"
+
+// Two people on two callbox nodes of one cluster: each browser talks to
+// its own node only, they see each other's video and chat both ways.
+func TestBrowserCallAcrossNodes(t *testing.T) {
+	art := newArtifacts(t)
+	nodes := startClusterNodes(t, art, 2, nil)
+	room := randomRoom("cluster")
+	servers := map[string]*callboxServer{
+		"ada":   {App: nodes[0].App, art: art},
+		"grace": {App: nodes[1].App, art: art},
+	}
+	bs := startBrowsers(t, art, func(name string) string { return callURL(servers[name], room, name, "") }, "ada", "grace")
+	ada, grace := bs[0], bs[1]
+	for _, b := range bs {
+		ps := b.waitConnected(1)
+		art.logf("%s sees %v", b.name, ps)
+	}
+	for _, b := range bs {
+		b.waitFramesRising()
+	}
+	ada.screenshot("connected")
+	grace.screenshot("connected")
+	sendChat(t, ada, "hello from node one")
+	sendChat(t, grace, "hi, node two here")
+	for _, b := range bs {
+		waitChat(t, b, "hello from node one", "hi, node two here")
+	}
+	if a, g := nodes[0].Hub(), nodes[1].Hub(); a == g {
+		t.Fatal("both browsers on one hub")
+	}
+}
