@@ -105,10 +105,11 @@ type client struct {
 
 	qmu sync.Mutex
 	// guarded by qmu
-	queue   []frame
-	writing bool   // a writer goroutine runs; there is never more than one
-	closed  bool   // nothing more may be queued (close frame queued, or the socket is gone)
-	reason  string // why the connection ends; the first one set wins
+	queue    []frame
+	writing  bool   // a writer goroutine or a direct write runs; never more than one
+	handling bool   // the reader is in handle: it writes what is queued when done (handleMessage)
+	closed   bool   // nothing more may be queued (close frame queued, or the socket is gone)
+	reason   string // why the connection ends; the first one set wins
 }
 
 func newClient(h *Hub, ws *websocket.Conn, br *bufio.Reader, ip string) *client {
@@ -152,7 +153,7 @@ func (c *client) send(b []byte) bool {
 // sendDirect is send, writing the frame at once when nothing is queued: the
 // relay's hot path. Its callers hold no lock wider than a room's: a write
 // under the hub's lock would stall every join whenever the writing thread
-// lost its CPU (measured: joins 2.5 times slower on a busy machine).
+// lost its CPU to another process.
 func (c *client) sendDirect(b []byte) bool {
 	return c.push(frame{kind: frameText, data: b}, true)
 }
@@ -172,37 +173,67 @@ func (c *client) push(f frame, direct bool) bool {
 		c.qmu.Unlock()
 		return false
 	}
-	direct = direct && c.raw != nil && !c.writing && len(c.queue) == 0 && (f.kind == frameText || f.kind == framePing)
-	if !direct {
-		c.queue = append(c.queue, f)
-		if f.kind == frameClose {
-			c.endLocked("") // the reason is set by whoever queued it
-		}
-		c.startWriterLocked()
-		c.qmu.Unlock()
-		return true
+	c.queue = append(c.queue, f)
+	if f.kind == frameClose {
+		c.endLocked("") // the reason is set by whoever queued it
 	}
-	// Nothing is queued and no writer runs: one non-blocking write of the
-	// whole frame, most often all of it, spares the writer goroutine and
-	// its wake-up. Holding writing makes it the only write under way.
-	c.writing = true
+	if direct {
+		c.flushDirectLocked()
+	} else {
+		c.startWriterLocked()
+	}
 	c.qmu.Unlock()
-	rest, err := c.writeDirect(&f)
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	c.writing = false
-	switch {
-	case err != nil:
-		c.endLocked(reasonDropped)
-		c.queue = nil
-		shutdownSocket(c.raw)
-	case len(rest) > 0:
-		// The socket's buffer is full: the writer finishes the frame
-		// first, then whatever was queued meanwhile.
-		c.queue = append([]frame{{kind: frameRaw, data: rest}}, c.queue...)
+	return true
+}
+
+// flushDirectLocked writes queued text and ping frames itself, each in one
+// non-blocking system call, while no writer runs: most often all of them go
+// out whole, which spares the writer goroutine and its wake-up. What does
+// not fit (the socket's buffer is full), or any other kind of frame, is
+// left to a writer goroutine. Holding writing makes this the only write
+// under way; qmu is released around each write.
+func (c *client) flushDirectLocked() {
+	for c.raw != nil && !c.writing && !c.handling && len(c.queue) > 0 {
+		f := c.queue[0]
+		if f.kind != frameText && f.kind != framePing {
+			break
+		}
+		c.queue = c.queue[1:]
+		c.writing = true
+		c.qmu.Unlock()
+		rest, err := c.writeDirect(&f)
+		c.qmu.Lock()
+		c.writing = false
+		if err != nil {
+			c.endLocked(reasonDropped)
+			c.queue = nil
+			shutdownSocket(c.raw)
+			return
+		}
+		if len(rest) > 0 {
+			// The writer finishes the frame first, then the rest.
+			c.queue = append([]frame{{kind: frameRaw, data: rest}}, c.queue...)
+			break
+		}
+	}
+	if len(c.queue) == 0 {
+		c.queue = nil // do not keep a drained backing array on an idle client
 	}
 	c.startWriterLocked()
-	return true
+}
+
+// handleMessage runs handle with the client's writes held back: what it
+// answers (a welcome, an error) is written directly once it returns, after
+// the hub's and rooms' locks are released.
+func (c *client) handleMessage(data []byte) {
+	c.qmu.Lock()
+	c.handling = true
+	c.qmu.Unlock()
+	c.handle(data)
+	c.qmu.Lock()
+	c.handling = false
+	c.flushDirectLocked()
+	c.qmu.Unlock()
 }
 
 // writeBufs hold a frame's header and payload for one direct write.
@@ -336,7 +367,7 @@ func (c *client) endReason(fallback string) string {
 }
 
 func (c *client) startWriterLocked() {
-	if c.writing || len(c.queue) == 0 {
+	if c.writing || c.handling || len(c.queue) == 0 {
 		return
 	}
 	c.writing = true

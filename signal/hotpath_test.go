@@ -264,3 +264,40 @@ func TestDirectWriteAfterWriterDeadline(t *testing.T) {
 		t.Fatalf("got %v", m)
 	}
 }
+
+func TestDataFrameBuffered(t *testing.T) {
+	masked := func(op byte, n int) []byte {
+		b := []byte{0x80 | op}
+		if n < 126 {
+			b = append(b, 0x80|byte(n))
+		} else {
+			b = append(b, 0x80|126, byte(n>>8), byte(n))
+		}
+		return append(append(b, 1, 2, 3, 4), bytes.Repeat([]byte{'x'}, n)...)
+	}
+	text, long := masked(1, 10), masked(1, 200)
+	for _, tc := range []struct {
+		name string
+		buf  []byte
+		want bool
+	}{
+		{"text", text, true},
+		{"text and more", append(append([]byte(nil), text...), 0x81), true},
+		{"text short a byte", text[:len(text)-1], false},
+		{"two-byte length", long, true},
+		{"two-byte length, short", long[:100], false},
+		{"binary", masked(2, 3), true},
+		{"ping", masked(9, 0), false},
+		{"close", masked(8, 2), false},
+		{"not final", append([]byte{0x01}, text[1:]...), false},
+		{"one byte", text[:1], false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			br := bufio.NewReaderSize(bytes.NewReader(tc.buf), 512)
+			br.Peek(len(tc.buf))
+			if got := (&client{br: br}).dataFrameBuffered(); got != tc.want {
+				t.Fatalf("dataFrameBuffered = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

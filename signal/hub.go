@@ -305,7 +305,8 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 
 // DropSockets closes every client socket abruptly, as a network failure
 // would (no close frame, no leave): the peers stay in their rooms as
-// reconnecting and may resume. Returns how many.
+// reconnecting and may resume. It returns how many, once their readers have
+// ended (so those peers are reconnecting by then).
 func (h *Hub) DropSockets() int {
 	h.mu.Lock()
 	clients := h.snapshotLocked(nil)
@@ -313,6 +314,7 @@ func (h *Hub) DropSockets() int {
 	for _, c := range clients {
 		c.abort(reasonDropped)
 	}
+	h.awaitEnded(clients, 5*time.Second)
 	return len(clients)
 }
 

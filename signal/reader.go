@@ -90,6 +90,62 @@ func (c *client) serve() {
 	}
 }
 
+// serveQuick is serve for the poller's own goroutine, which must never
+// wait: one read of what the event announced, then only whole data frames
+// already buffered. It returns false, with nothing done that waits, when a
+// worker must go on (a frame not all here, a control frame, a closing
+// socket).
+func (c *client) serveQuick() bool {
+	if c.br.Buffered() == 0 {
+		if _, err := c.br.Peek(1); err != nil { // the event says it will not wait
+			c.end(readErrReason(err))
+			return true
+		}
+	}
+	for {
+		c.takePongs()
+		if c.br.Buffered() == 0 {
+			if err := c.h.poll.arm(c); err != nil {
+				c.end(readErrReason(err))
+			}
+			return true
+		}
+		if c.closing() || !c.dataFrameBuffered() {
+			return false
+		}
+		reason, ok := c.readOne()
+		if !ok {
+			c.end(reason)
+			return true
+		}
+	}
+}
+
+// dataFrameBuffered tells whether the read buffer holds a whole final text
+// or binary frame, which gorilla then reads without touching the socket
+// (after a control frame it would wait for the next data frame).
+func (c *client) dataFrameBuffered() bool {
+	n := c.br.Buffered()
+	b, _ := c.br.Peek(n) // buffered: no read
+	if n < 2 || b[0]&0x80 == 0 || (b[0]&0x0f != 1 && b[0]&0x0f != 2) {
+		return false
+	}
+	size, head := int(b[1]&0x7f), 2
+	switch size {
+	case 126:
+		if n < 4 {
+			return false
+		}
+		size, head = int(b[2])<<8|int(b[3]), 4
+	case 127:
+		return false // 64 KiB or more: never all in the read buffer
+	}
+	if b[1]&0x80 != 0 {
+		head += 4 // the mask
+	}
+	return head+size <= n
+}
+
 // takePongs consumes the empty pongs answering the hub's pings straight
 // from the read buffer: gorilla's NextReader would handle them and then
 // wait for a data frame, holding a goroutine on an idle socket.
@@ -112,6 +168,27 @@ func (c *client) readLoop() {
 			c.end(reason)
 			return
 		}
+	}
+}
+
+// awaitEnded waits, at most max, until every one of clients has ended: an
+// aborted socket's reader ends on its own time (a parked one is first woken
+// through the poller).
+func (h *Hub) awaitEnded(clients []*client, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		h.mu.Lock()
+		left := 0
+		for _, c := range clients {
+			if _, ok := h.clients[c]; ok {
+				left++
+			}
+		}
+		h.mu.Unlock()
+		if left == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -150,7 +227,7 @@ func (c *client) readOne() (reason string, ok bool) {
 	case mt != websocket.TextMessage:
 		c.fail(protoErr(CodeBadMessage, false, "binary frames are not part of the protocol"))
 	default:
-		c.handle(data)
+		c.handleMessage(data)
 	}
 	return "", true
 }
