@@ -83,7 +83,7 @@ type Node struct {
 
 type fetchResult struct {
 	node, boot string
-	data       []byte
+	st         wireState // every page's members, the last page's TURN counts
 	err        error
 }
 
@@ -427,11 +427,8 @@ func (n *Node) fetchLocked(node string, ns *nodeState) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		msg, err := n.nc.Request(subjState+node, nil, requestTimeout)
-		f := fetchResult{node: node, boot: boot, err: err}
-		if err == nil {
-			f.data = msg.Data
-		}
+		st, err := n.requestState(node)
+		f := fetchResult{node: node, boot: boot, st: st, err: err}
 		select {
 		case n.fetched <- f:
 		default:
@@ -441,6 +438,48 @@ func (n *Node) fetchLocked(node string, ns *nodeState) {
 			n.mu.Unlock()
 		}
 	}()
+}
+
+// requestState asks node for its state and collects its pages, in order,
+// within requestTimeout.
+func (n *Node) requestState(node string) (wireState, error) {
+	inbox := n.nc.NewInbox()
+	sub, err := n.nc.SubscribeSync(inbox)
+	if err != nil {
+		return wireState{}, err
+	}
+	defer sub.Unsubscribe()
+	if err := n.nc.PublishRequest(subjState+node, inbox, nil); err != nil {
+		return wireState{}, err
+	}
+	deadline := time.Now().Add(requestTimeout)
+	var all wireState
+	for page := 0; ; page++ {
+		msg, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			return wireState{}, fmt.Errorf("cluster: state of %s, page %d: %w", node, page, err)
+		}
+		st, err := parseState(msg.Data)
+		if err == nil && page > 0 && (st.Boot != all.Boot || st.Ver != all.Ver) {
+			err = fmt.Errorf("%w: pages of two states", errWire)
+		}
+		if err == nil && (st.Page != page || len(all.Members)+len(st.Members) > maxMembers) {
+			err = fmt.Errorf("%w: page %d of state", errWire, st.Page)
+		}
+		if err != nil {
+			n.metrics.malformed.Inc()
+			return wireState{}, err
+		}
+		if page == 0 {
+			all = st
+		} else {
+			all.Members = append(all.Members, st.Members...)
+		}
+		if st.Last {
+			all.TURN = st.TURN
+			return all, nil
+		}
+	}
 }
 
 func (n *Node) onFetched(f fetchResult, out *notes) {
@@ -455,8 +494,8 @@ func (n *Node) onFetched(f fetchResult, out *notes) {
 		n.log.Debug("cluster: state request failed", "peer_node", f.node, "err", f.err)
 		return
 	}
-	st, err := parseState(f.data)
-	if err != nil || st.Node != f.node {
+	st := f.st
+	if st.Node != f.node {
 		n.metrics.malformed.Inc()
 		return
 	}
