@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,8 @@ type Node struct {
 	ready   atomic.Bool   // the chat stream and its consumer are in place
 	chatSeq atomic.Uint64 // stream sequence of the last chat the consumer delivered
 	rechat  chan struct{} // asks chatLoop to build the consumer again
+
+	twinLogged atomic.Bool // another process with this node's name was logged
 	chat    *chatState
 	fetched chan fetchResult
 
@@ -172,14 +175,16 @@ func (n *Node) Start(hub signal.Inbound) error {
 		}),
 	}
 	opts = append(opts, n.authOptions()...)
-	nc, err := nats.Connect(joinURLs(n.cfg.NATS), opts...)
+	nc, err := nats.Connect(strings.Join(n.cfg.NATS, ","), opts...)
 	if err != nil {
 		return fmt.Errorf("cluster: connect %v: %w", n.cfg.NATS, err)
 	}
 	if nc.IsConnected() {
 		n.metrics.connected.Set(1)
 	}
+	n.mu.Lock() // heartbeat, from nats.go's handlers, reads it under mu
 	n.nc = nc
+	n.mu.Unlock()
 	n.js, err = jetstream.New(nc)
 	if err != nil {
 		nc.Close()
@@ -215,17 +220,6 @@ func subjectOf(s *nats.Subscription) string {
 		return ""
 	}
 	return s.Subject
-}
-
-func joinURLs(urls []string) string {
-	out := ""
-	for i, u := range urls {
-		if i > 0 {
-			out += ","
-		}
-		out += u
-	}
-	return out
 }
 
 func (n *Node) authOptions() []nats.Option {
@@ -347,7 +341,7 @@ func (n *Node) onEvent(data []byte, out *notes) {
 		return
 	}
 	if ev.Node == n.name {
-		if ev.Boot != n.boot {
+		if ev.Boot != n.boot && !n.twinLogged.Swap(true) {
 			n.log.Error("cluster: another process uses this node name; give each node its own cluster.node", "other_boot", ev.Boot)
 		}
 		return
