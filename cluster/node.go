@@ -73,8 +73,8 @@ type Node struct {
 	rechat  chan struct{} // asks chatLoop to build the consumer again
 
 	twinLogged atomic.Bool // another process with this node's name was logged
-	chat    *chatState
-	fetched chan fetchResult
+	chat       *chatState
+	fetched    chan fetchResult
 
 	mu sync.Mutex
 	// guarded by mu
