@@ -68,13 +68,13 @@ type Node struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup // every goroutine Start starts
 
-	ready   atomic.Bool   // the chat stream and its consumer are in place
-	chatSeq atomic.Uint64 // stream sequence of the last chat the consumer delivered
-	rechat  chan struct{} // asks chatLoop to build the consumer again
-
-	twinLogged atomic.Bool // another process with this node's name was logged
-	chat       *chatState
-	fetched    chan fetchResult
+	// safe for concurrent use on their own
+	ready      atomic.Bool      // the chat stream and its consumer are in place
+	chatSeq    atomic.Uint64    // stream sequence of the last chat the consumer delivered
+	rechat     chan struct{}    // asks chatLoop to build the consumer again
+	fetched    chan fetchResult // state answers, to the loop
+	chat       *chatState       // its own leaf lock
+	twinLogged atomic.Bool      // another process with this node's name was logged
 
 	mu sync.Mutex
 	// guarded by mu
