@@ -252,7 +252,11 @@ func (a *App) Run(ctx context.Context) error {
 	errs := []error{runErr, a.hub.Shutdown(sctx), a.web.Shutdown(sctx)}
 	if a.cluster != nil {
 		// After the hub: peers told to reconnect elsewhere claim their
-		// sessions from this node while it still answers.
+		// sessions (and the signals held for them) from this node while
+		// it still answers. They come back after 1 to 2 s (the reconnect
+		// message's "after"); those that do not are the cluster's to
+		// resume once this node says bye.
+		a.awaitClaims(sctx, 3*time.Second)
 		errs = append(errs, a.cluster.Close())
 	}
 	for _, srv := range []*http.Server{a.https, a.redirect, a.metrics} {
@@ -265,6 +269,22 @@ func (a *App) Run(ctx context.Context) error {
 	wg.Wait()
 	a.log.Info("callbox stopped")
 	return errors.Join(errs...)
+}
+
+// awaitClaims waits until other nodes have claimed every peer of the hub,
+// or for at most d.
+func (a *App) awaitClaims(ctx context.Context, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for a.hub.PeerCount() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // closeListeners releases what New bound when New fails half way.

@@ -400,3 +400,27 @@ func TestNATSCredentials(t *testing.T) {
 		t.Fatalf("node with a wrong password: status %q", s)
 	}
 }
+
+// A node with more peers than fit in one NATS message answers a state
+// request in pages, and the asker gets them all.
+func TestStateInPages(t *testing.T) {
+	t.Parallel()
+	nats := startNATS(t, 1)
+	nodes := startCluster(t, nats, testSignal(nil), "a", "b")
+	const peers = 2*statePage + 17
+	a := nodes[0].node
+	a.mu.Lock()
+	for i := range peers {
+		id := fmt.Sprintf("p%05d", i)
+		a.v.put(&member{room: fmt.Sprintf("room-%d", i%300), id: id, name: "peer " + id, tok: tokenHash(id), node: a.name, gen: 1})
+	}
+	a.turnLocal["alice"] = 3
+	a.mu.Unlock()
+	st, err := nodes[1].node.requestState(a.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Members) != peers || st.TURN["alice"] != 3 || st.Node != a.name {
+		t.Fatalf("state of %d members, turn %v; want %d and alice 3", len(st.Members), st.TURN, peers)
+	}
+}

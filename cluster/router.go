@@ -267,8 +267,27 @@ func (n *Node) onState(msg *nats.Msg) {
 	}
 	st := n.v.state(n.boot, n.ver, turn)
 	n.mu.Unlock()
-	b, _ := json.Marshal(st)
-	msg.Respond(b)
+	if msg.Reply == "" {
+		return
+	}
+	members := st.Members
+	for page := 0; ; page++ {
+		p := st
+		p.Page, p.Members = page, members[:min(len(members), statePage)]
+		members = members[len(p.Members):]
+		p.Last = len(members) == 0
+		if !p.Last {
+			p.TURN = nil
+		}
+		b, _ := json.Marshal(p)
+		if err := n.nc.Publish(msg.Reply, b); err != nil {
+			n.metrics.publishErrors.Inc()
+			return
+		}
+		if p.Last {
+			return
+		}
+	}
 }
 
 // Status implements signal.Router.

@@ -64,14 +64,22 @@ type wireMember struct {
 	Rec  bool   `json:"rec,omitempty"`
 }
 
-// wireState answers callbox.state.NODE: everything the node holds, as of Ver.
+// wireState answers callbox.state.NODE: everything the node holds, as of
+// Ver, in pages of at most statePage members (NATS's default max_payload
+// is 1 MB; a node of 10,000 peers needs several), numbered from 0, the
+// last one with Last and the TURN counts.
 type wireState struct {
 	Node    string         `json:"node"`
 	Boot    string         `json:"boot"`
 	Ver     uint64         `json:"ver"`
+	Page    int            `json:"page"`
+	Last    bool           `json:"last"`
 	Members []wireMember   `json:"members"`
 	TURN    map[string]int `json:"turn,omitempty"`
 }
+
+// statePage members are about 150 KB of JSON.
+const statePage = 1000
 
 // wireClaim asks the owner of a peer to give it up to node By.
 type wireClaim struct {
@@ -162,7 +170,7 @@ func parseState(data []byte) (wireState, error) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		return st, fmt.Errorf("%w: %v", errWire, err)
 	}
-	if !validName(st.Node, 64) || st.Boot == "" || len(st.Members) > maxMembers {
+	if !validName(st.Node, 64) || st.Boot == "" || len(st.Members) > statePage || st.Page < 0 {
 		return st, fmt.Errorf("%w: state header", errWire)
 	}
 	for _, m := range st.Members {

@@ -303,6 +303,14 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// PeerCount is how many peers the hub holds, reconnecting ones included
+// (after Shutdown: those no other node has claimed yet).
+func (h *Hub) PeerCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.peers)
+}
+
 // DropSockets closes every client socket abruptly, as a network failure
 // would (no close frame, no leave): the peers stay in their rooms as
 // reconnecting and may resume. It returns how many, once their readers have
