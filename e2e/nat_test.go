@@ -89,10 +89,14 @@ func TestNATMatrix(t *testing.T) {
 				t.Parallel()
 				slots <- struct{}{}
 				t.Cleanup(func() { <-slots })
-				r := runCell(t, n, cb, cell)
-				mu.Lock()
-				results = append(results, r)
-				mu.Unlock()
+				// Recorded even when the cell fails and ends early.
+				r := cellResult{cell: cell}
+				defer func() {
+					mu.Lock()
+					results = append(results, r)
+					mu.Unlock()
+				}()
+				runCell(t, n, cb, &r)
 			})
 		}
 	})
@@ -119,14 +123,14 @@ func natParallelCells() int {
 	return 2
 }
 
-// runCell places one call and checks it; failures are recorded in the
-// result as well as failing t.
-func runCell(t *testing.T, n *natNet, cb *natCallbox, cell natCell) (r cellResult) {
-	r.cell = cell
+// runCell places the call of r.cell and checks it; failures are recorded
+// in r as well as failing t.
+func runCell(t *testing.T, n *natNet, cb *natCallbox, r *cellResult) {
+	cell := r.cell
 	art := newArtifacts(t)
 	defer func() {
 		if t.Failed() && r.err == "" {
-			r.err = "failed: see the test log"
+			r.err = "did not connect, or no video both ways: see the test log"
 		}
 	}()
 	var clients []*natClient
@@ -166,7 +170,6 @@ func runCell(t *testing.T, n *natNet, cb *natCallbox, cell natCell) (r cellResul
 		r.err = strings.Join(problems, "; ")
 		t.Error(r.err)
 	}
-	return r
 }
 
 // checkPath says what is wrong with side's view f of the selected pair

@@ -5,9 +5,14 @@
 
 export const VERSION = 1;
 
-/** Error codes after which reconnecting cannot help: the user must act. */
+/**
+ * Error codes after which reconnecting cannot help: the user must act.
+ * Not hello_required: this client always sends hello first, so for it that
+ * code means its hello came more than 10 s after the upgrade (a lossy or
+ * starved link), which the next attempt may well beat.
+ */
 const TERMINAL = new Set([
-  "hello_required", "bad_version", "bad_room", "bad_name", "unauthorized",
+  "bad_version", "bad_room", "bad_name", "unauthorized",
   "invite_invalid", "invite_expired", "room_full", "too_large",
 ]);
 
