@@ -23,10 +23,10 @@ func TestBrowserCallAcrossNodes(t *testing.T) {
 	}
 	ada.screenshot("connected")
 	grace.screenshot("connected")
-	sendChat(t, ada, "hello from node one")
-	sendChat(t, grace, "hi, node two here")
+	sendChat(t, ada, "hi n1")
+	sendChat(t, grace, "hi n2")
 	for _, b := range bs {
-		waitChat(t, b, "hello from node one", "hi, node two here")
+		waitChat(t, b, "hi n1", "hi n2")
 	}
 	if a, g := nodes[0].Hub(), nodes[1].Hub(); a == g {
 		t.Fatal("both browsers on one hub")

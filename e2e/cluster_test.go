@@ -43,9 +43,9 @@ func startClusterNodes(t *testing.T, art *artifacts, n int, edit func(*config.Co
 		cfg.TURN.Secrets = []string{"cluster-e2e-secret-0123456789"}
 		cfg.Cluster.NATS = []string{nats[0].URL()}
 		cfg.Cluster.Node = fmt.Sprintf("n%d-%d", i, os.Getpid())
-		// Short enough for a quick test, long enough that a loaded machine
-		// (three browsers, the race detector) does not miss three in a row.
-		cfg.Cluster.Heartbeat = 500 * time.Millisecond
+		// The default heartbeat (1 s): shorter ones made a machine loaded
+		// with browsers and the race detector miss three in a row, and the
+		// nodes flap (seen at load 70 with 500 ms).
 		if edit != nil {
 			edit(&cfg)
 		}
