@@ -6,7 +6,9 @@ package app
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -131,6 +133,7 @@ func New(cfg config.Config, logger *slog.Logger) (a *App, err error) {
 		Registerer: reg,
 		ICE:        a.iceServers,
 		Router:     router,
+		ResumeKey:  resumeKey(cfg.TURN.Secrets[0]),
 	})
 	if err != nil {
 		a.turn.Close()
@@ -322,4 +325,13 @@ func addrPort(a net.Addr) netip.AddrPort {
 		return tcp.AddrPort()
 	}
 	return netip.AddrPort{}
+}
+
+// resumeKey derives the key of the hub's resume tokens from the TURN
+// secret, the one secret a restarted process is sure to have again, so the
+// next process can resume this one's sessions.
+func resumeKey(turnSecret string) []byte {
+	m := hmac.New(sha256.New, []byte(turnSecret))
+	m.Write([]byte("callbox signal resume tokens"))
+	return m.Sum(nil)
 }

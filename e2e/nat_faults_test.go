@@ -141,6 +141,12 @@ func TestNATFaults(t *testing.T) {
 		// Recovered means back on the hub too (a welcome from the new
 		// process), so whatever the pages do on rejoining is measured.
 		took := waitRecovered(t, art, calls, stopped, time.Time{}, welcomes)
+		// The pages resume their sessions on the new process (resume
+		// tokens are signed with a key it derives again), so the direct
+		// call keeps its connection through the restart.
+		if took[0].rebuilt {
+			t.Errorf("the direct call was rebuilt after the restart; it should keep its connection")
+		}
 		fmt.Fprintf(&report, "| callbox restarted: SIGTERM (%.1f s to stop), started again, serving %.1f s after the SIGTERM | %s | %s |\n",
 			down.Seconds(), back.Seconds(), recovery(took[0]), recovery(took[1]))
 	})

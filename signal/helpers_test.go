@@ -60,8 +60,14 @@ func newTestServer(t testing.TB, mutate func(*config.Signal)) *testServer {
 // startTestServer is newTestServer, over TLS when withTLS.
 func startTestServer(t testing.TB, mutate func(*config.Signal), withTLS bool) *testServer {
 	t.Helper()
+	return startTestServerKey(t, mutate, withTLS, nil)
+}
+
+// startTestServerKey is startTestServer with a resume-token key.
+func startTestServerKey(t testing.TB, mutate func(*config.Signal), withTLS bool, resumeKey []byte) *testServer {
+	t.Helper()
 	ts := &testServer{reg: prometheus.NewRegistry()}
-	hub, err := NewHub(testConfig(mutate), Options{Logger: testLogger(t), Registerer: ts.reg, ICE: testICE(time.Hour)})
+	hub, err := NewHub(testConfig(mutate), Options{Logger: testLogger(t), Registerer: ts.reg, ICE: testICE(time.Hour), ResumeKey: resumeKey})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,9 @@ type Options struct {
 	ICE        ICEProvider
 	// Router shares rooms with other hubs (package cluster); nil is one process.
 	Router Router
+	// ResumeKey signs resume tokens; one that survives a restart lets the
+	// next process resume this one's sessions (restart.go). Nil: random.
+	ResumeKey []byte
 }
 
 // reconnectAfter is the least `after` of the reconnect message at
@@ -63,13 +66,15 @@ type Hub struct {
 	cfg atomic.Pointer[config.Signal]
 
 	// static after construction
-	log      *slog.Logger
-	ice      ICEProvider
-	router   Router
-	metrics  *metrics
-	upgrader websocket.Upgrader
-	tick     time.Duration // sweeper period
-	stop     context.CancelFunc
+	log       *slog.Logger
+	ice       ICEProvider
+	router    Router
+	metrics   *metrics
+	upgrader  websocket.Upgrader
+	tick      time.Duration // sweeper period
+	stop      context.CancelFunc
+	started   time.Time // restartClaim accepts the previous process's tokens for a resume window
+	resumeKey []byte    // signs resume tokens
 
 	pollOnce sync.Once
 	poll     *poller // set once, by poller() (reader.go); nil: a goroutine per socket
@@ -129,6 +134,11 @@ func NewHub(cfg config.Signal, opts Options) (*Hub, error) {
 		resumes:      make(map[string]*peer),
 		reconnecting: make(map[*peer]time.Time),
 	}
+	h.resumeKey = opts.ResumeKey
+	if len(h.resumeKey) == 0 {
+		h.resumeKey = []byte(randomID(32))
+	}
+	h.started = time.Now()
 	h.cfg.Store(&cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel

@@ -144,7 +144,7 @@ func (h *Hub) hello(c *client, m *inMsg) error {
 	if len(r.peers) >= h.conf().MaxPeersPerRoom {
 		return protoErr(CodeRoomFull, true, "room %s is full (%d peers)", r.name, h.conf().MaxPeersPerRoom)
 	}
-	p := &peer{id: id, token: "r" + randomID(resumeTokenSz), room: r, name: name, conn: c}
+	p := &peer{id: id, token: h.newToken(r.name, id), room: r, name: name, conn: c}
 	p.iceRefresh.Store(refreshAt(time.Now(), expires))
 	r.peers[id] = p
 	h.peers[id] = p
@@ -220,7 +220,13 @@ func (h *Hub) newRoomLocked(name string) *room {
 func (h *Hub) resumeClaimed(c *client, m *inMsg, failed error) error {
 	cl, ok := h.router.Claim(m.Room, m.Resume)
 	if !ok {
+		cl, ok = h.restartClaim(m.Room, m.Resume)
+	}
+	if !ok {
 		return failed
+	}
+	if cl.Name == "" {
+		cl.Name = m.Name // a restart lost it; the hello carries it
 	}
 	servers, expires := h.iceFor(cl.ID)
 

@@ -252,8 +252,19 @@ export class Call extends EventTarget {
       for (const p of w.peers || []) this.addPeer(p.id, p.name, p.reconnecting);
     } else {
       this.setIceServers(this.iceServers);
+      // A peer missing from a resumed welcome either left, or has not yet
+      // resumed on a server that restarted (which cannot say "left" for a
+      // peer it never saw). Its connection is kept, marked reconnecting,
+      // for one resume window: a direct call then survives the restart.
       const present = new Set((w.peers || []).map((p) => p.id));
-      for (const p of [...this.peers.values()]) if (!present.has(p.id)) this.removePeer(p.id, "left");
+      for (const p of [...this.peers.values()]) {
+        if (present.has(p.id)) continue;
+        this.setReconnecting(p.id, true);
+        clearTimeout(p.goneTimer);
+        p.goneTimer = setTimeout(() => {
+          if (this.peers.get(p.id) === p && p.reconnecting) this.removePeer(p.id, "left");
+        }, (w.resumeWindow || 30000) + 2000);
+      }
       for (const p of w.peers || []) {
         if (!this.peers.has(p.id)) this.addPeer(p.id, p.name, p.reconnecting);
         else this.setReconnecting(p.id, !!p.reconnecting);
@@ -289,6 +300,7 @@ export class Call extends EventTarget {
     const p = this.peers.get(id);
     if (!p) return;
     this.peers.delete(id);
+    clearTimeout(p.goneTimer);
     p.close();
     this.emit("peerleft", { peer: p, reason });
   }
@@ -297,6 +309,7 @@ export class Call extends EventTarget {
     const p = this.peers.get(id);
     if (!p) return;
     p.reconnecting = on;
+    if (!on) clearTimeout(p.goneTimer);
     this.emit("peerstate", { peer: p });
   }
 
