@@ -141,6 +141,11 @@ type pionPeer struct {
 
 	mu    sync.Mutex
 	other string // guarded by mu: the other peer's id, learnt from signaling
+
+	// owned by the reader goroutine: candidates that arrived before the
+	// description they belong to (pion gathers, and sends, as soon as
+	// SetLocalDescription returns, which can be before the offer is sent).
+	early []webrtc.ICECandidateInit
 }
 
 type hubMsg struct {
@@ -276,6 +281,12 @@ func (p *pionPeer) apply(from string, s sigPayload) error {
 		if err := p.pc.SetRemoteDescription(*s.Description); err != nil {
 			return fmt.Errorf("set remote %s: %w", s.Description.Type, err)
 		}
+		for _, c := range p.early {
+			if err := p.pc.AddICECandidate(c); err != nil {
+				return fmt.Errorf("add early candidate: %w", err)
+			}
+		}
+		p.early = nil
 		if s.Description.Type == webrtc.SDPTypeOffer {
 			a, err := p.pc.CreateAnswer(nil)
 			if err != nil {
@@ -286,6 +297,8 @@ func (p *pionPeer) apply(from string, s sigPayload) error {
 			}
 			p.signal(from, sigPayload{Description: &a})
 		}
+	case s.Candidate != nil && p.pc.RemoteDescription() == nil:
+		p.early = append(p.early, *s.Candidate)
 	case s.Candidate != nil:
 		if err := p.pc.AddICECandidate(*s.Candidate); err != nil {
 			return fmt.Errorf("add candidate: %w", err)
