@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/callbox/callbox/config"
+	"github.com/callbox/callbox/internal/testutil"
 )
 
 // hostileNet is a network namespace joined to this one by a veth pair,
@@ -43,34 +44,11 @@ func runCmd(t *testing.T, args ...string) {
 	}
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	var missing []string
-	for _, tool := range []string{"ip", "iptables"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	msg := ""
-	switch {
-	case os.Geteuid() != 0:
-		msg = "needs root (network namespace, veth, iptables)"
-	case len(missing) > 0:
-		msg = fmt.Sprintf("missing %v: install Debian's iproute2 and iptables packages", missing)
-	default:
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
 // newHostileNet builds the namespace; ports are opened later by allowTCP.
 // Everything is torn down at cleanup.
 func newHostileNet(t *testing.T) *hostileNet {
 	t.Helper()
-	needRoot(t)
+	testutil.RequireNetns(t)
 	id := os.Getpid() % 100000
 	third := byte(1 + os.Getpid()%250) // keeps concurrent runs apart
 	h := &hostileNet{

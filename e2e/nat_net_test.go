@@ -18,13 +18,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/callbox/callbox/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,35 +90,11 @@ type natClient struct {
 	wan    netip.Addr // the address the internet sees (the router's, or addr)
 }
 
-// requireNetns skips (fails under CI=true) without root, ip or iptables.
-func requireNetns(t *testing.T) {
-	t.Helper()
-	var missing []string
-	for _, tool := range []string{"ip", "iptables"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	msg := ""
-	switch {
-	case os.Geteuid() != 0:
-		msg = "needs root (network namespaces, veth, iptables)"
-	case len(missing) > 0:
-		msg = fmt.Sprintf("missing %v: install the Debian packages iproute2 and iptables", missing)
-	default:
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
 // newNatNet builds the internet namespace with its bridge and callbox's
 // address on it. Everything is deleted at cleanup, even after a failure.
 func newNatNet(t *testing.T) *natNet {
 	t.Helper()
-	requireNetns(t)
+	testutil.RequireNetns(t)
 	b := make([]byte, 3)
 	rand.Read(b)
 	n := &natNet{t: t, prefix: "cbnat" + hex.EncodeToString(b)}
