@@ -13,21 +13,7 @@ func TestBrowserCallAcrossNodes(t *testing.T) {
 		"grace": {App: nodes[1].App, art: art},
 	}
 	bs := startBrowsers(t, art, func(name string) string { return callURL(servers[name], room, name, "") }, "ada", "grace")
-	ada, grace := bs[0], bs[1]
-	for _, b := range bs {
-		ps := b.waitConnected(1)
-		art.logf("%s sees %v", b.name, ps)
-	}
-	for _, b := range bs {
-		b.waitFramesRising()
-	}
-	ada.screenshot("connected")
-	grace.screenshot("connected")
-	sendChat(t, ada, "hi n1")
-	sendChat(t, grace, "hi n2")
-	for _, b := range bs {
-		waitChat(t, b, "hi n1", "hi n2")
-	}
+	callAndChat(t, art, bs[0], bs[1], "hi n1", "hi n2")
 	if a, g := nodes[0].Hub(), nodes[1].Hub(); a == g {
 		t.Fatal("both browsers on one hub")
 	}

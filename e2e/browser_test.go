@@ -15,6 +15,26 @@ import (
 	"github.com/callbox/callbox/config"
 )
 
+// callAndChat waits until ada and grace are connected with video rising
+// both ways, then each says one line and both see both, in order.
+func callAndChat(t *testing.T, art *artifacts, ada, grace *browser, adaSays, graceSays string) {
+	t.Helper()
+	for _, b := range []*browser{ada, grace} {
+		ps := b.waitConnected(1)
+		art.logf("%s sees %v", b.name, ps)
+	}
+	for _, b := range []*browser{ada, grace} {
+		b.waitFramesRising()
+	}
+	ada.screenshot("connected")
+	grace.screenshot("connected")
+	sendChat(t, ada, adaSays)
+	sendChat(t, grace, graceSays)
+	for _, b := range []*browser{ada, grace} {
+		waitChat(t, b, adaSays, graceSays)
+	}
+}
+
 // Two people join a room, see each other's video and chat both ways.
 func TestBrowserCall(t *testing.T) {
 	art := newArtifacts(t)
@@ -22,22 +42,7 @@ func TestBrowserCall(t *testing.T) {
 	room := randomRoom("call")
 	bs := startBrowsers(t, art, func(name string) string { return callURL(s, room, name, "") }, "ada", "grace")
 	ada, grace := bs[0], bs[1]
-
-	for _, b := range bs {
-		ps := b.waitConnected(1)
-		art.logf("%s sees %v", b.name, ps)
-	}
-	for _, b := range bs {
-		b.waitFramesRising()
-	}
-	ada.screenshot("connected")
-	grace.screenshot("connected")
-
-	sendChat(t, ada, "hello from ada")
-	sendChat(t, grace, "hi ada, grace here")
-	for _, b := range bs {
-		waitChat(t, b, "hello from ada", "hi ada, grace here")
-	}
+	callAndChat(t, art, ada, grace, "hello from ada", "hi ada, grace here")
 	// Names come from the hub, not from the sender's page.
 	if names := mustEvalJS[string](grace, `[...document.querySelectorAll("#chat-log .msg-name")].map(e => e.textContent).join(",")`); names != "ada,You" {
 		t.Errorf("grace's chat names = %q, want ada,You", names)

@@ -122,6 +122,35 @@ func (a *artifacts) logf(format string, args ...any) {
 	fmt.Fprintf(a, "%8.3fs test: %s\n", time.Since(a.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
+// runApp runs callbox (package app, the real assembly) until stop, which
+// is graceful (as SIGTERM), idempotent, and also run at the test's end.
+func runApp(t *testing.T, cfg config.Config, logger *slog.Logger) (a *app.App, stop func()) {
+	t.Helper()
+	a, err := app.New(cfg, logger)
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("app.Run: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Error("app.Run did not return within 20s of cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return a, stop
+}
+
 // callboxServer is a callbox running in-process for one test.
 type callboxServer struct {
 	*app.App
@@ -140,25 +169,7 @@ func startCallbox(t *testing.T, art *artifacts, edit func(*config.Config)) *call
 	if edit != nil {
 		edit(&cfg)
 	}
-	logger := slog.New(slog.NewTextHandler(art, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	a, err := app.New(cfg, logger)
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("app.Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("app.Run did not return within 20s of cancel")
-		}
-	})
+	a, _ := runApp(t, cfg, slog.New(slog.NewTextHandler(art, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	art.logf("callbox at %s, TURN udp %s tcp %s", a.HTTPURL(), a.TURN().UDPAddr(), a.TURN().TCPAddr())
 	return &callboxServer{App: a, art: art}
 }

@@ -50,28 +50,7 @@ func startClusterNodes(t *testing.T, art *artifacts, n int, edit func(*config.Co
 			edit(&cfg)
 		}
 		logger := slog.New(slog.NewTextHandler(art, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.Cluster.Node)
-		a, err := app.New(cfg, logger)
-		if err != nil {
-			t.Fatalf("app.New: %v", err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- a.Run(ctx) }()
-		var once sync.Once
-		stop := func() {
-			once.Do(func() {
-				cancel()
-				select {
-				case err := <-done:
-					if err != nil {
-						t.Errorf("app.Run: %v", err)
-					}
-				case <-time.After(20 * time.Second):
-					t.Error("app.Run did not return within 20s of cancel")
-				}
-			})
-		}
-		t.Cleanup(stop)
+		a, stop := runApp(t, cfg, logger)
 		nodes = append(nodes, &clusterNode{App: a, name: cfg.Cluster.Node, stop: stop})
 	}
 	deadline := time.Now().Add(15 * time.Second)
@@ -102,27 +81,11 @@ func TestClusterPionPeers(t *testing.T) {
 	ada := newPionPeer(t, ctx, wsURL(nodes[0].App), "ada")
 	var mu sync.Mutex
 	var received bytes.Buffer
-	grace.pc.OnDataChannel(func(dc *webrtc.DataChannel) {
-		dc.OnMessage(func(m webrtc.DataChannelMessage) {
-			mu.Lock()
-			received.Write(m.Data)
-			mu.Unlock()
-		})
+	dc := openDataChannel(t, ctx, ada, grace, func(data []byte) {
+		mu.Lock()
+		received.Write(data)
+		mu.Unlock()
 	})
-	dc, err := ada.pc.CreateDataChannel("bytes", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opened := make(chan struct{})
-	dc.OnOpen(func() { close(opened) })
-	ada.start(t)
-	grace.start(t)
-	ada.offer(t, grace.id)
-	select {
-	case <-opened:
-	case <-ctx.Done():
-		t.Fatalf("the data channel did not open: ada %s, grace %s", ada.pc.ICEConnectionState(), grace.pc.ICEConnectionState())
-	}
 	payload := make([]byte, 64<<10)
 	rand.Read(payload)
 	sendAndWait := func(what string) {

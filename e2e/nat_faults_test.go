@@ -230,6 +230,7 @@ func waitRecovered(t *testing.T, art *artifacts, calls []*natCall, since, frozen
 	}
 	out := make([]recovered, len(calls))
 	done := make([]bool, len(calls))
+	lastLog := time.Now()
 	waitUntil(t, "both calls connected with video flowing again", recoverTimeout, func() (bool, string, error) {
 		var state []string
 		all := true
@@ -267,7 +268,8 @@ func waitRecovered(t *testing.T, art *artifacts, calls []*natCall, since, frozen
 				r.rebuilt = r.rebuilt || w.rebuilt
 				r.restarts += p.Restarts
 				r.pair = p.LocalCandidateType + "/" + p.RemoteCandidateType
-				state = append(state, fmt.Sprintf("%s: %s frames %v (from %v)", b.name, p.ConnectionState, p.FramesDecoded, w.base))
+				state = append(state, fmt.Sprintf("%s: %s %s/%s frames %v (from %v) bytes %v", b.name, p.ConnectionState,
+					p.LocalCandidateType, p.RemoteCandidateType, p.FramesDecoded, w.base, p.BytesReceived))
 			}
 			if ok {
 				r.took = now.Sub(since)
@@ -276,6 +278,11 @@ func waitRecovered(t *testing.T, art *artifacts, calls []*natCall, since, frozen
 			} else {
 				all = false
 			}
+		}
+		// The way there, for a failure's post-mortem.
+		if time.Since(lastLog) >= 10*time.Second && !all {
+			lastLog = time.Now()
+			art.logf("waiting for recovery: %s", strings.Join(state, "; "))
 		}
 		return all, strings.Join(state, "; "), nil
 	})

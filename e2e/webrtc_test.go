@@ -73,29 +73,12 @@ func TestPionPeersRelayThroughCallbox(t *testing.T) {
 	rand.Read(payload)
 	var received bytes.Buffer
 	got := make(chan struct{})
-	grace.pc.OnDataChannel(func(dc *webrtc.DataChannel) {
-		dc.OnMessage(func(m webrtc.DataChannelMessage) {
-			received.Write(m.Data) // pion calls OnMessage from one goroutine per channel
-			if received.Len() == len(payload) {
-				close(got)
-			}
-		})
+	dc := openDataChannel(t, ctx, ada, grace, func(data []byte) {
+		received.Write(data) // pion calls this from one goroutine per channel
+		if received.Len() == len(payload) {
+			close(got)
+		}
 	})
-	dc, err := ada.pc.CreateDataChannel("bytes", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opened := make(chan struct{})
-	dc.OnOpen(func() { close(opened) })
-	ada.start(t)
-	grace.start(t)
-	ada.offer(t, grace.id)
-
-	select {
-	case <-opened:
-	case <-ctx.Done():
-		t.Fatalf("the data channel did not open: ada %s, grace %s", ada.pc.ICEConnectionState(), grace.pc.ICEConnectionState())
-	}
 	for off := 0; off < len(payload); off += 16 << 10 {
 		for dc.BufferedAmount() > 1<<20 {
 			time.Sleep(time.Millisecond)
@@ -125,6 +108,31 @@ func TestPionPeersRelayThroughCallbox(t *testing.T) {
 	if n := turn.AllocationCount(); n < 2 {
 		t.Fatalf("callbox TURN holds %d allocations, want the two peers'", n)
 	}
+}
+
+// openDataChannel opens a data channel from ada to grace through the hub
+// (both start reading their sockets, ada offers) and hands what grace
+// receives on it to recv.
+func openDataChannel(t *testing.T, ctx context.Context, ada, grace *pionPeer, recv func([]byte)) *webrtc.DataChannel {
+	t.Helper()
+	grace.pc.OnDataChannel(func(dc *webrtc.DataChannel) {
+		dc.OnMessage(func(m webrtc.DataChannelMessage) { recv(m.Data) })
+	})
+	dc, err := ada.pc.CreateDataChannel("bytes", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan struct{})
+	dc.OnOpen(func() { close(opened) })
+	ada.start(t)
+	grace.start(t)
+	ada.offer(t, grace.id)
+	select {
+	case <-opened:
+	case <-ctx.Done():
+		t.Fatalf("the data channel did not open: ada %s, grace %s", ada.pc.ICEConnectionState(), grace.pc.ICEConnectionState())
+	}
+	return dc
 }
 
 // pionPeer is one side: a WebSocket to the hub and a PeerConnection.

@@ -13,6 +13,19 @@ import { factsFromReport, emptyFacts, rates } from "./stats.js";
 const DISCONNECTED_GRACE_MS = 4000;
 /** How often stats are sampled for the speaking indicator and connection facts. */
 const STATS_INTERVAL_MS = 500;
+/**
+ * How long a connection may stay broken (ICE disconnected or failed, or an
+ * offer unanswered) since our last repair before we repair it again: a
+ * last resort, after Chromium's own ICE gives up (about 30 s). A repair's
+ * signals can be lost (sent while the far peer was between two hub
+ * processes, they are answered `unknown_peer` and dropped), and perfect
+ * negotiation would then wait forever for an answer. Sooner is worse: on
+ * a busy machine an ICE restart can take over 10 s, and a repair in the
+ * middle of one starts it over.
+ */
+const REPAIR_AFTER_MS = 30000;
+/** "checking" that lasts this long is as broken as "failed". */
+const CHECKING_STUCK_MS = REPAIR_AFTER_MS;
 
 /**
  * One remote peer and its RTCPeerConnection.
@@ -37,6 +50,10 @@ class Peer {
     this.rates = { inBps: 0, outBps: 0, loss: 0 };
     this.disconnectedTimer = 0;
     this.restarts = 0;
+    /** When the ICE state last changed, when we last repaired, when our pending offer was made. */
+    this.iceSince = Date.now();
+    this.lastRepair = 0;
+    this.offerSince = 0;
     this.newPC();
   }
 
@@ -56,6 +73,7 @@ class Peer {
       try {
         this.makingOffer = true;
         await pc.setLocalDescription();
+        this.offerSince = Date.now();
         this.send({ description: pc.localDescription.toJSON() });
       } catch (err) {
         this.call.log(`offer to ${this.id} failed`, err);
@@ -97,6 +115,7 @@ class Peer {
   onICEState() {
     const st = this.pc.iceConnectionState;
     this.call.log(`ICE with ${this.id}: ${st}`);
+    this.iceSince = Date.now();
     clearTimeout(this.disconnectedTimer);
     if (st === "failed") {
       this.restartIce("failed");
@@ -110,9 +129,46 @@ class Peer {
 
   restartIce(why) {
     if (this.call.sig.state !== "open") return; // we restart once the hub is back
+    this.lastRepair = Date.now();
     this.restarts++;
     this.call.log(`ICE restart with ${this.id}: ${why}`);
     this.pc.restartIce();
+  }
+
+  /**
+   * Whether the connection needs a repair: ICE disconnected or failed, or
+   * our offer unanswered, for at least minAge ms; or ICE stuck checking.
+   */
+  broken(now = Date.now(), minAge = 0) {
+    const pc = this.pc;
+    const st = pc.iceConnectionState;
+    if ((st === "failed" || st === "disconnected") && now - this.iceSince >= minAge) return true;
+    if (st === "checking" && now - this.iceSince >= CHECKING_STUCK_MS) return true;
+    return pc.signalingState === "have-local-offer" && now - this.offerSince >= minAge;
+  }
+
+  /** Called every stats interval: repairs a connection that stayed broken since the last repair. */
+  watch(now) {
+    if (this.reconnecting || now - this.lastRepair < REPAIR_AFTER_MS) return;
+    if (this.broken(now, REPAIR_AFTER_MS)) this.repair("still broken");
+  }
+
+  /**
+   * Repairs a broken connection: an offer still unanswered is sent again
+   * (the first may have been lost), otherwise ICE restarts. Perfect
+   * negotiation settles the collision when both ends repair at once.
+   */
+  repair(why) {
+    if (this.call.sig.state !== "open") return;
+    const pc = this.pc;
+    if (pc.signalingState === "have-local-offer" && pc.localDescription) {
+      this.lastRepair = Date.now();
+      this.offerSince = this.lastRepair;
+      this.call.log(`offer to ${this.id} sent again: ${why}`);
+      this.send({ description: pc.localDescription.toJSON() });
+      return;
+    }
+    this.restartIce(why);
   }
 
   /** Applies one signal payload from this peer, in order. */
@@ -217,7 +273,13 @@ export class Call extends EventTarget {
       if (p) { p.name = e.detail.name; this.emit("peerrenamed", { peer: p }); }
     });
     sig.addEventListener("reconnecting", (e) => this.setReconnecting(e.detail.id, true));
-    sig.addEventListener("resumed", (e) => this.setReconnecting(e.detail.id, false));
+    sig.addEventListener("resumed", (e) => {
+      this.setReconnecting(e.detail.id, false);
+      // Whatever we sent it while it was away may be lost (after a hub
+      // restart the hub did not know it yet): repair now, not later.
+      const p = this.peers.get(e.detail.id);
+      if (p && p.broken()) p.repair("peer resumed");
+    });
     sig.addEventListener("signal", (e) => {
       const { from, payload } = e.detail;
       // A signal can outrun the presence event that announces its sender.
@@ -271,8 +333,7 @@ export class Call extends EventTarget {
       }
       // Connections that broke while we were away are repaired now that we can signal.
       for (const p of this.peers.values()) {
-        const st = p.pc.iceConnectionState;
-        if (st === "failed" || st === "disconnected") p.restartIce("after resume");
+        if (p.broken()) p.repair("after resume");
       }
     }
     this.startStats();
@@ -369,6 +430,8 @@ export class Call extends EventTarget {
     if (this.sampling) return;
     this.sampling = true;
     try {
+      const now = Date.now();
+      for (const p of this.peers.values()) p.watch(now);
       await Promise.all([...this.peers.values()].map((p) => p.sample().catch(() => {})));
       this.emit("stats", {});
     } finally {
