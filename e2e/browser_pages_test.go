@@ -3,12 +3,19 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+	"github.com/gorilla/websocket"
 )
 
 // A person's first visit: the start page makes a room with an unguessable
@@ -138,4 +145,46 @@ func TestBrowserInsecureContext(t *testing.T) {
 	ada.waitConnected(1)
 	rem.waitFramesRising()
 	rem.screenshot("watching")
+}
+
+// A hello that reaches the hub too late is answered hello_required (a slow
+// uplink, or a hub restarting on a busy machine: seen in TestNATFaults at
+// load 50–60): the page connects again instead of giving up. Here the page's
+// first WebSocket is answered so by the test; every later one, and the
+// page itself, goes to callbox through a reverse proxy.
+func TestBrowserHelloRequired(t *testing.T) {
+	t.Parallel() // light, no rules on the host: see "Parallel tests" in chrome_test.go
+	art := newArtifacts(t)
+	s := startCallbox(t, art, nil)
+	target, err := url.Parse(s.HTTPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var refused atomic.Bool
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/ws" || !refused.CompareAndSwap(false, true) {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			t.Errorf("upgrade: %v", err)
+			return
+		}
+		defer ws.Close()
+		art.logf("the first WebSocket is answered hello_required")
+		deadline := time.Now().Add(5 * time.Second)
+		ws.SetWriteDeadline(deadline)
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"error","code":"hello_required","reason":"no hello within 10s","fatal":true}`))
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "no hello within 10s"), deadline)
+	}))
+	t.Cleanup(front.Close)
+	room := randomRoom("hello")
+	b := startBrowsers(t, art, func(name string) string { return front.URL + "/r/" + room + "?name=" + name }, "ada")[0]
+	waitUntil(t, "ada joined after hello_required", connectTimeout, func() (bool, string, error) {
+		st, err := b.state()
+		return err == nil && refused.Load() && st.Welcomes >= 1 && st.Signaling == "open", fmt.Sprintf("%+v", st), err
+	})
+	b.screenshot("joined")
 }

@@ -70,12 +70,12 @@ func TestNATFaults(t *testing.T) {
 		b.waitFramesRising()
 	}
 	for i, call := range calls {
-		for _, b := range call.bs {
-			ps, _ := b.peers()
-			art.logf("%s before the faults: %v", b.name, ps)
-			if p := checkPath([]pathWant{wantDirect, wantRelay}[i], call.clients[0].kind, ps[0]); p != "" {
-				t.Fatalf("%s: %s", b.name, p)
-			}
+		facts, problems := settledPath(t, call.bs, kinds[i], []pathWant{wantDirect, wantRelay}[i])
+		for j, b := range call.bs {
+			art.logf("%s before the faults: %v", b.name, facts[j])
+		}
+		if len(problems) > 0 {
+			t.Fatal(strings.Join(problems, "; "))
 		}
 	}
 	var report strings.Builder
