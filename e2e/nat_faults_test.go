@@ -70,9 +70,9 @@ func TestNATFaults(t *testing.T) {
 		b.waitFramesRising()
 	}
 	for i, call := range calls {
-		facts, problems := settledPath(t, call.bs, kinds[i], []pathWant{wantDirect, wantRelay}[i])
+		facts, note, problems := settledPath(t, call.bs, kinds[i], []pathWant{wantDirect, wantRelay}[i])
 		for j, b := range call.bs {
-			art.logf("%s before the faults: %v", b.name, facts[j])
+			art.logf("%s before the faults: %v %s", b.name, facts[j], note)
 		}
 		if len(problems) > 0 {
 			t.Fatal(strings.Join(problems, "; "))

@@ -458,6 +458,33 @@ export class Call extends EventTarget {
     }));
   }
 
+  /**
+   * Every candidate pair ICE has tried with each peer, with its state: what
+   * a person (or a test) needs to see why a call took the path it took.
+   */
+  async icePairs() {
+    const out = {};
+    for (const p of this.peers.values()) {
+      const report = await p.pc.getStats();
+      const pairs = [];
+      report.forEach((s) => {
+        if (s.type !== "candidate-pair") return;
+        const l = report.get(s.localCandidateId) || {};
+        const r = report.get(s.remoteCandidateId) || {};
+        pairs.push({
+          local: `${l.candidateType} ${l.address}:${l.port}`,
+          remote: `${r.candidateType} ${r.address}:${r.port}`,
+          state: s.state,
+          nominated: !!s.nominated,
+          requestsSent: s.requestsSent || 0,
+          responsesReceived: s.responsesReceived || 0,
+        });
+      });
+      out[p.id] = pairs;
+    }
+    return out;
+  }
+
   /** Ends every connection (leave). */
   close() {
     clearInterval(this.statsTimer);

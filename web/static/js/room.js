@@ -70,6 +70,7 @@ window.callbox = {
   room,
   relayOnly,
   peers: async () => (call ? call.snapshot() : []),
+  icePairs: async () => (call ? call.icePairs() : {}),
   state: () => ({
     phase,
     id: sig?.id || "",
