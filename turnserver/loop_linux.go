@@ -36,7 +36,6 @@ const listenerEvent = 0
 // epollSet is a listener's epoll instance. The fields below the file are
 // owned by the listener's reader.
 type epollSet struct {
-	fd   int
 	file *os.File // the set in Go's netpoller (closing it wakes the reader)
 	rc   syscall.RawConn
 
@@ -79,7 +78,7 @@ func newEpollSet(s *udpSock) (*epollSet, error) {
 		f.Close()
 		return nil, fmt.Errorf("turnserver: epoll raw conn: %w", err)
 	}
-	ep := &epollSet{fd: fd, file: f, rc: rc, down: newBatchWriter(s, udpBatch)}
+	ep := &epollSet{file: f, rc: rc, down: newBatchWriter(s, udpBatch)}
 	for i := range ep.hdrs {
 		ep.hdrs[i].hdr.Iov = &ep.iovs[i]
 		ep.hdrs[i].hdr.SetIovlen(1)
@@ -95,29 +94,48 @@ func newEpollSet(s *udpSock) (*epollSet, error) {
 	return ep, nil
 }
 
-// add puts socket s in the set, edge-triggered, reported as id.
-func (ep *epollSet) add(s *udpSock, id int32) error {
+// ctl runs epoll_ctl op for socket s as id. Both file descriptors are
+// used inside Control, so neither can be closed and its number reused by
+// another file meanwhile.
+func (ep *epollSet) ctl(op int, s *udpSock, id int32) error {
 	var err error
-	cerr := s.rc.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: id}
-		err = unix.EpollCtl(ep.fd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	cerr := ep.rc.Control(func(epfd uintptr) {
+		cerr := s.rc.Control(func(fd uintptr) {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: id}
+			err = unix.EpollCtl(int(epfd), op, int(fd), &ev)
+		})
+		if err == nil {
+			err = cerr
+		}
 	})
-	if cerr != nil {
-		return fmt.Errorf("turnserver: epoll add: %w", cerr)
+	if err == nil {
+		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("turnserver: epoll add: %w", err)
+		return fmt.Errorf("turnserver: epoll_ctl %d: %w", op, err)
 	}
 	return nil
+}
+
+// add puts socket s in the set, edge-triggered, reported as id.
+func (ep *epollSet) add(s *udpSock, id int32) error { return ep.ctl(unix.EPOLL_CTL_ADD, s, id) }
+
+// rearm reports s again at the next wait if it is still readable: after a
+// drain cut short (see drainBatches), no new edge may come.
+func (ep *epollSet) rearm(s *udpSock, id int32) {
+	ep.ctl(unix.EPOLL_CTL_MOD, s, id) //nolint:errcheck // a closed socket has left the set
 }
 
 // remove takes socket s out of the set (closing s would too; this keeps
 // the set exact while the socket lingers).
 func (ep *epollSet) remove(s *udpSock) {
-	s.rc.Control(func(fd uintptr) { //nolint:errcheck // a closed socket has left the set already
-		unix.EpollCtl(ep.fd, unix.EPOLL_CTL_DEL, int(fd), nil) //nolint:errcheck // see above
-	})
+	ep.ctl(unix.EPOLL_CTL_DEL, s, 0) //nolint:errcheck // a closed socket has left the set already
 }
+
+// drainBatches bounds the batches read from one socket per event, so a
+// flood on one socket cannot starve the others; the socket is then
+// re-armed and served again after them.
+const drainBatches = 8
 
 func (ep *epollSet) close() error { return ep.file.Close() }
 
@@ -125,7 +143,10 @@ func (ep *epollSet) close() error { return ep.file.Close() }
 // fails (closed).
 func (l *udpListener) serveEpoll() error {
 	ep := l.ep
-	ep.errno = 0
+	// RawConn.Read forgets a readiness the poller saw before the call, so
+	// a short answer from before it (the reader was away in pion) proves
+	// nothing now: ask the set again before parking.
+	ep.errno, ep.short = 0, false
 	if err := ep.rc.Read(ep.fn); err != nil {
 		return err
 	}
@@ -177,7 +198,7 @@ func (l *udpListener) epRecv(fd uintptr) bool {
 func (l *udpListener) handleEvent(id int32) bool {
 	ep := l.ep
 	if id == listenerEvent {
-		for {
+		for range drainBatches {
 			ep.lstDone, ep.lstErr = false, 0
 			if err := l.sock.rc.Read(ep.lstFn); err != nil {
 				ep.errno = syscall.EBADF
@@ -197,6 +218,8 @@ func (l *udpListener) handleEvent(id int32) bool {
 				return false
 			}
 		}
+		ep.rearm(l.sock, listenerEvent)
+		return false
 	}
 	l.mu.Lock()
 	rc := l.relays[id]
@@ -205,10 +228,16 @@ func (l *udpListener) handleEvent(id int32) bool {
 		return false // closed since the event
 	}
 	ep.relay, ep.relayErr, ep.relayDone = rc, 0, false
-	for !ep.relayDone {
+	for range drainBatches {
 		if rc.sock.rc.Read(ep.relFn) != nil || ep.relayErr != 0 {
-			break // closed: pion's reader sees it through done
+			ep.relayDone = true // closed: pion's reader sees it through done
 		}
+		if ep.relayDone {
+			break
+		}
+	}
+	if !ep.relayDone {
+		ep.rearm(rc.sock, id)
 	}
 	ep.relay = nil
 	return false
@@ -309,14 +338,18 @@ func (l *udpListener) own(rc *relayConn) {
 		}
 	}
 	id := l.nextRelay
+	rc.prepareOwner(id) // before the first event can find it
 	l.relays[id] = rc
 	l.mu.Unlock()
-	rc.ownBy(l, id)
 	if err := l.ep.add(rc.sock, id); err != nil {
 		// The relay is closed already (pion then deletes the
-		// allocation); nothing to read.
-		l.disown(rc)
+		// allocation): its own reader sees that.
+		l.mu.Lock()
+		delete(l.relays, id)
+		l.mu.Unlock()
+		return
 	}
+	rc.owner.Store(l)
 }
 
 // disown forgets rc (closing).
