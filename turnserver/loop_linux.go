@@ -36,6 +36,7 @@ const listenerEvent = 0
 // epollSet is a listener's epoll instance. The fields below the file are
 // owned by the listener's reader.
 type epollSet struct {
+	fd   int
 	file *os.File // the set in Go's netpoller (closing it wakes the reader)
 	rc   syscall.RawConn
 
@@ -78,7 +79,7 @@ func newEpollSet(s *udpSock) (*epollSet, error) {
 		f.Close()
 		return nil, fmt.Errorf("turnserver: epoll raw conn: %w", err)
 	}
-	ep := &epollSet{file: f, rc: rc, down: newBatchWriter(s, udpBatch)}
+	ep := &epollSet{fd: fd, file: f, rc: rc, down: newBatchWriter(s, udpBatch)}
 	for i := range ep.hdrs {
 		ep.hdrs[i].hdr.Iov = &ep.iovs[i]
 		ep.hdrs[i].hdr.SetIovlen(1)
@@ -94,48 +95,29 @@ func newEpollSet(s *udpSock) (*epollSet, error) {
 	return ep, nil
 }
 
-// ctl runs epoll_ctl op for socket s as id. Both file descriptors are
-// used inside Control, so neither can be closed and its number reused by
-// another file meanwhile.
-func (ep *epollSet) ctl(op int, s *udpSock, id int32) error {
+// add puts socket s in the set, edge-triggered, reported as id.
+func (ep *epollSet) add(s *udpSock, id int32) error {
 	var err error
-	cerr := ep.rc.Control(func(epfd uintptr) {
-		cerr := s.rc.Control(func(fd uintptr) {
-			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: id}
-			err = unix.EpollCtl(int(epfd), op, int(fd), &ev)
-		})
-		if err == nil {
-			err = cerr
-		}
+	cerr := s.rc.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: id}
+		err = unix.EpollCtl(ep.fd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 	})
-	if err == nil {
-		err = cerr
+	if cerr != nil {
+		return fmt.Errorf("turnserver: epoll add: %w", cerr)
 	}
 	if err != nil {
-		return fmt.Errorf("turnserver: epoll_ctl %d: %w", op, err)
+		return fmt.Errorf("turnserver: epoll add: %w", err)
 	}
 	return nil
-}
-
-// add puts socket s in the set, edge-triggered, reported as id.
-func (ep *epollSet) add(s *udpSock, id int32) error { return ep.ctl(unix.EPOLL_CTL_ADD, s, id) }
-
-// rearm reports s again at the next wait if it is still readable: after a
-// drain cut short (see drainBatches), no new edge may come.
-func (ep *epollSet) rearm(s *udpSock, id int32) {
-	ep.ctl(unix.EPOLL_CTL_MOD, s, id) //nolint:errcheck // a closed socket has left the set
 }
 
 // remove takes socket s out of the set (closing s would too; this keeps
 // the set exact while the socket lingers).
 func (ep *epollSet) remove(s *udpSock) {
-	ep.ctl(unix.EPOLL_CTL_DEL, s, 0) //nolint:errcheck // a closed socket has left the set already
+	s.rc.Control(func(fd uintptr) { //nolint:errcheck // a closed socket has left the set already
+		unix.EpollCtl(ep.fd, unix.EPOLL_CTL_DEL, int(fd), nil) //nolint:errcheck // see above
+	})
 }
-
-// drainBatches bounds the batches read from one socket per event, so a
-// flood on one socket cannot starve the others; the socket is then
-// re-armed and served again after them.
-const drainBatches = 8
 
 func (ep *epollSet) close() error { return ep.file.Close() }
 
@@ -143,10 +125,7 @@ func (ep *epollSet) close() error { return ep.file.Close() }
 // fails (closed).
 func (l *udpListener) serveEpoll() error {
 	ep := l.ep
-	// RawConn.Read forgets a readiness the poller saw before the call, so
-	// a short answer from before it (the reader was away in pion) proves
-	// nothing now: ask the set again before parking.
-	ep.errno, ep.short = 0, false
+	ep.errno = 0
 	if err := ep.rc.Read(ep.fn); err != nil {
 		return err
 	}
@@ -198,7 +177,7 @@ func (l *udpListener) epRecv(fd uintptr) bool {
 func (l *udpListener) handleEvent(id int32) bool {
 	ep := l.ep
 	if id == listenerEvent {
-		for range drainBatches {
+		for {
 			ep.lstDone, ep.lstErr = false, 0
 			if err := l.sock.rc.Read(ep.lstFn); err != nil {
 				ep.errno = syscall.EBADF
@@ -218,8 +197,6 @@ func (l *udpListener) handleEvent(id int32) bool {
 				return false
 			}
 		}
-		ep.rearm(l.sock, listenerEvent)
-		return false
 	}
 	l.mu.Lock()
 	rc := l.relays[id]
@@ -228,16 +205,10 @@ func (l *udpListener) handleEvent(id int32) bool {
 		return false // closed since the event
 	}
 	ep.relay, ep.relayErr, ep.relayDone = rc, 0, false
-	for range drainBatches {
+	for !ep.relayDone {
 		if rc.sock.rc.Read(ep.relFn) != nil || ep.relayErr != 0 {
-			ep.relayDone = true // closed: pion's reader sees it through done
+			break // closed: pion's reader sees it through done
 		}
-		if ep.relayDone {
-			break
-		}
-	}
-	if !ep.relayDone {
-		ep.rearm(rc.sock, id)
 	}
 	ep.relay = nil
 	return false
@@ -338,18 +309,14 @@ func (l *udpListener) own(rc *relayConn) {
 		}
 	}
 	id := l.nextRelay
-	rc.prepareOwner(id) // before the first event can find it
 	l.relays[id] = rc
 	l.mu.Unlock()
+	rc.ownBy(l, id)
 	if err := l.ep.add(rc.sock, id); err != nil {
 		// The relay is closed already (pion then deletes the
-		// allocation): its own reader sees that.
-		l.mu.Lock()
-		delete(l.relays, id)
-		l.mu.Unlock()
-		return
+		// allocation); nothing to read.
+		l.disown(rc)
 	}
-	rc.owner.Store(l)
 }
 
 // disown forgets rc (closing).

@@ -229,11 +229,11 @@ var pionBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
-// prepareOwner readies the relay to be read by a listener's reader under
-// epoll id; owner is set once its socket is in that reader's set.
-func (c *relayConn) prepareOwner(id int32) {
+// ownBy hands the relay's socket to listener l's reader under epoll id.
+func (c *relayConn) ownBy(l *udpListener, id int32) {
 	c.ownerID = id
 	c.toPion = make(chan pionDatagram, pionQueue)
+	c.owner.Store(l)
 }
 
 // queueForPion copies a peer datagram for pion's reader; when pion is
