@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,18 +161,7 @@ type fastPair struct {
 	peer   *net.UDPConn
 }
 
-// fastModes are the two ways a relay's socket is read: by its listener's
-// reader through the listener's epoll set (UDP allocations on Linux), or
-// by the relay's own reader, pion's goroutine (TCP allocations, other
-// systems).
-var fastModes = []struct {
-	name  string
-	epoll bool
-}{{"listener reader", true}, {"relay reader", false}}
-
-func newFastPair(tb testing.TB) *fastPair { return newFastPairMode(tb, true) }
-
-func newFastPairMode(tb testing.TB, epoll bool) *fastPair {
+func newFastPair(tb testing.TB) *fastPair {
 	tb.Helper()
 	listen := func() *net.UDPConn {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -186,14 +176,6 @@ func newFastPairMode(tb testing.TB, epoll bool) *fastPair {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { l.Close() })
-	if !epoll && l.ep != nil {
-		l.ep.close()
-		l.ep = nil
-	}
-	if epoll && l.ep == nil {
-		tb.Skip("no epoll set on this system")
-	}
 	guard := newRelayGuard(uint16(lc.LocalAddr().(*net.UDPAddr).Port), netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.1"), nil)
 	rc := newRelayConn(rs, guard, 0, nil)
 	tb.Cleanup(func() { rc.Close() })
@@ -204,34 +186,6 @@ func newFastPairMode(tb testing.TB, epoll bool) *fastPair {
 	return &fastPair{l: l, rc: rc, client: client, peer: peer}
 }
 
-// serveListener runs the listener's reader (pion's read loop in a
-// server) until the socket closes; datagrams for pion come out of the
-// channel.
-func (fp *fastPair) serveListener(tb testing.TB) <-chan []byte {
-	fp.l.auth = testAuthenticator(tb)
-	ch := make(chan []byte, 64)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			n, _, err := fp.l.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			select {
-			case ch <- append([]byte(nil), buf[:n]...):
-			default:
-			}
-		}
-	}()
-	tb.Cleanup(func() {
-		fp.l.Close()
-		<-done
-	})
-	return ch
-}
-
 func (fp *fastPair) listenAddr() netip.AddrPort {
 	return fp.l.UDPConn.LocalAddr().(*net.UDPAddr).AddrPort()
 }
@@ -239,84 +193,71 @@ func (fp *fastPair) relayAddr() netip.AddrPort { return fp.rc.LocalAddr().(*net.
 
 // TestFastPathRelays sends ChannelData both ways through the wrappers
 // alone and checks the bytes, the counters, and that removing the channel
-// hands the traffic back to pion, with either reader of the relay socket.
+// hands the traffic back to pion.
 func TestFastPathRelays(t *testing.T) {
-	for _, mode := range fastModes {
-		t.Run(mode.name, func(t *testing.T) {
-			fp := newFastPairMode(t, mode.epoll)
-			toPionL := fp.serveListener(t)
-			buf := make([]byte, 2048)
-			deadline := time.Now().Add(5 * time.Second)
-			fp.peer.SetReadDeadline(deadline)
-			fp.client.SetReadDeadline(deadline)
-			fromPion := func(what string) []byte {
-				t.Helper()
-				select {
-				case p := <-toPionL:
-					return p
-				case <-time.After(5 * time.Second):
-					t.Fatalf("pion got no %s", what)
-				}
-				return nil
-			}
+	fp := newFastPair(t)
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(5 * time.Second)
+	fp.peer.SetReadDeadline(deadline)
+	fp.client.SetReadDeadline(deadline)
 
-			// client → peer: ChannelData in, the bare payload out; a
-			// Refresh goes to pion.
-			msg := []byte{0x40, 0x00, 0x00, 0x05, 'h', 'e', 'l', 'l', 'o', 0, 0, 0}
-			if _, err := fp.client.WriteToUDPAddrPort(msg, fp.listenAddr()); err != nil {
-				t.Fatal(err)
-			}
-			toPion := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest)).Raw
-			if _, err := fp.client.WriteToUDPAddrPort(toPion, fp.listenAddr()); err != nil {
-				t.Fatal(err)
-			}
-			if got := fromPion("Refresh"); !bytes.Equal(got, toPion) {
-				t.Fatalf("pion got % x, want the Refresh", got)
-			}
-			n, _, err := fp.peer.ReadFromUDPAddrPort(buf)
-			if err != nil || string(buf[:n]) != "hello" {
-				t.Fatalf("peer got %q %v", buf[:n], err)
-			}
+	// client → peer: ChannelData in, the bare payload out. ReadFrom only
+	// returns with a datagram for pion: the Refresh sent after it.
+	msg := []byte{0x40, 0x00, 0x00, 0x05, 'h', 'e', 'l', 'l', 'o', 0, 0, 0}
+	if _, err := fp.client.WriteToUDPAddrPort(msg, fp.listenAddr()); err != nil {
+		t.Fatal(err)
+	}
+	toPion := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest)).Raw
+	if _, err := fp.client.WriteToUDPAddrPort(toPion, fp.listenAddr()); err != nil {
+		t.Fatal(err)
+	}
+	fp.l.auth = testAuthenticator(t)
+	n, _, err := fp.l.ReadFrom(buf)
+	if err != nil || !bytes.Equal(buf[:n], toPion) {
+		t.Fatalf("pion got %d bytes %v, want the Refresh", n, err)
+	}
+	n, _, err = fp.peer.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("peer got %q %v", buf[:n], err)
+	}
 
-			// peer → client: framed as ChannelData on the listener socket.
-			done := make(chan error, 1)
-			pionBuf := make([]byte, pionMTU)
-			go func() {
-				_, _, err := fp.rc.ReadFrom(pionBuf)
-				done <- err
-			}()
-			if _, err := fp.peer.WriteToUDPAddrPort([]byte("world"), fp.relayAddr()); err != nil {
-				t.Fatal(err)
-			}
-			n, from, err := fp.client.ReadFromUDPAddrPort(buf)
-			if err != nil || from != fp.listenAddr() || !bytes.Equal(buf[:n], []byte{0x40, 0x00, 0x00, 0x05, 'w', 'o', 'r', 'l', 'd', 0, 0, 0}) {
-				t.Fatalf("client got % x from %s: %v", buf[:n], from, err)
-			}
-			tot := fp.rc.stats.snapshot()
-			if tot.packets != [2]uint64{1, 1} || tot.bytes != [2]uint64{5, 5} {
-				t.Fatalf("counters %+v", tot)
-			}
+	// peer → client: framed as ChannelData on the listener socket.
+	done := make(chan error, 1)
+	pionBuf := make([]byte, pionMTU)
+	go func() {
+		_, _, err := fp.rc.ReadFrom(pionBuf)
+		done <- err
+	}()
+	if _, err := fp.peer.WriteToUDPAddrPort([]byte("world"), fp.relayAddr()); err != nil {
+		t.Fatal(err)
+	}
+	n, from, err := fp.client.ReadFromUDPAddrPort(buf)
+	if err != nil || from != fp.listenAddr() || !bytes.Equal(buf[:n], []byte{0x40, 0x00, 0x00, 0x05, 'w', 'o', 'r', 'l', 'd', 0, 0, 0}) {
+		t.Fatalf("client got % x from %s: %v", buf[:n], from, err)
+	}
+	tot := fp.rc.stats.snapshot()
+	if tot.packets != [2]uint64{1, 1} || tot.bytes != [2]uint64{5, 5} {
+		t.Fatalf("counters %+v", tot)
+	}
 
-			// Without the channel, the peer's datagram goes to pion (which
-			// sends a Data indication) and the client's ChannelData too
-			// (pion drops it).
-			fp.rc.removeChannel(0x4000)
-			if _, err := fp.peer.WriteToUDPAddrPort([]byte("again"), fp.relayAddr()); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			if string(pionBuf[:5]) != "again" {
-				t.Fatalf("pion got %q", pionBuf[:5])
-			}
-			if _, err := fp.client.WriteToUDPAddrPort(msg, fp.listenAddr()); err != nil {
-				t.Fatal(err)
-			}
-			if got := fromPion("unbound ChannelData"); !bytes.Equal(got, msg) {
-				t.Fatalf("pion got % x, want the unbound ChannelData", got)
-			}
-		})
+	// Without the channel, the peer's datagram goes to pion (which sends
+	// a Data indication) and the client's ChannelData too (pion drops it).
+	fp.rc.removeChannel(0x4000)
+	if _, err := fp.peer.WriteToUDPAddrPort([]byte("again"), fp.relayAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if string(pionBuf[:5]) != "again" {
+		t.Fatalf("pion got %q", pionBuf[:5])
+	}
+	if _, err := fp.client.WriteToUDPAddrPort(msg, fp.listenAddr()); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err = fp.l.ReadFrom(buf)
+	if err != nil || !bytes.Equal(buf[:n], msg) {
+		t.Fatalf("pion got % x %v, want the unbound ChannelData", buf[:n], err)
 	}
 }
 
@@ -350,36 +291,30 @@ func BenchmarkFastPathUp(b *testing.B) {
 }
 
 // BenchmarkFastPathDown is peer → client: the peer's sendto, the relay's
-// read (by the listener's reader or the relay's own), the checks, the
-// framing and the send on the listener socket.
+// read, the checks, the framing and the sendto on the listener socket.
 func BenchmarkFastPathDown(b *testing.B) {
-	for _, mode := range fastModes {
-		b.Run(mode.name, func(b *testing.B) {
-			fp := newFastPairMode(b, mode.epoll)
-			fp.serveListener(b)
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				fp.rc.ReadFrom(make([]byte, pionMTU)) //nolint:errcheck // ends when the relay closes
-			}()
-			b.Cleanup(func() {
-				fp.rc.Close()
-				<-done
-			})
-			payload := make([]byte, 200)
-			dst := fp.relayAddr()
-			buf := make([]byte, 2048)
-			b.ReportAllocs()
-			b.SetBytes(200)
-			for b.Loop() {
-				if _, err := fp.peer.WriteToUDPAddrPort(payload, dst); err != nil {
-					b.Fatal(err)
-				}
-				if _, _, err := fp.client.ReadFromUDPAddrPort(buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+	fp := newFastPair(b)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fp.rc.ReadFrom(make([]byte, pionMTU)) //nolint:errcheck // ends when the relay closes
+	}()
+	b.Cleanup(func() {
+		fp.rc.Close()
+		<-done
+	})
+	payload := make([]byte, 200)
+	dst := fp.relayAddr()
+	buf := make([]byte, 2048)
+	b.ReportAllocs()
+	b.SetBytes(200)
+	for b.Loop() {
+		if _, err := fp.peer.WriteToUDPAddrPort(payload, dst); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := fp.client.ReadFromUDPAddrPort(buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -441,9 +376,6 @@ func TestFastPathFollowsPion(t *testing.T) {
 	if rc == nil || rc.route.Load() == nil || rc.port != uint16(relay.Port) {
 		t.Fatalf("no route for %s to relay %s", src, relay)
 	}
-	if l.ep != nil && rc.owner.Load() != l {
-		t.Fatalf("relay %s not read by its listener's reader", relay)
-	}
 	if got, ok := rc.channelPeer(0x4001); !ok || got != pa.AddrPort() {
 		t.Fatalf("channel 0x4001 → %s %v, want %s", got, ok, pa)
 	}
@@ -476,12 +408,6 @@ func TestFastPathFollowsPion(t *testing.T) {
 		t.Fatalf("delete: %d", code)
 	}
 	eventually(t, "allocation forgotten", func() bool { return l.client(src) == nil })
-	l.mu.Lock()
-	owned := len(l.relays)
-	l.mu.Unlock()
-	if owned != 0 {
-		t.Errorf("listener still reads %d relays", owned)
-	}
 	if len(*rc.channels.Load()) != 0 {
 		t.Errorf("channels left after the allocation: %v", *rc.channels.Load())
 	}
@@ -492,46 +418,48 @@ func TestFastPathFollowsPion(t *testing.T) {
 // behind it raises a wake-up. Bursts in both directions, then silence:
 // every datagram must arrive without a later one to push it out.
 func TestFastPathBursts(t *testing.T) {
-	for _, mode := range fastModes {
-		t.Run(mode.name, func(t *testing.T) {
-			fp := newFastPairMode(t, mode.epoll)
-			fp.serveListener(t)
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				fp.rc.ReadFrom(make([]byte, pionMTU)) //nolint:errcheck // ends when the relay closes
-			}()
-			t.Cleanup(func() {
-				fp.rc.Close()
-				<-done
-			})
-			tests := []struct {
-				name     string
-				from, to *net.UDPConn
-				dst      netip.AddrPort
-				msg      []byte
-			}{
-				{"peer to client", fp.peer, fp.client, fp.relayAddr(), []byte("burst")},
-				{"client to peer", fp.client, fp.peer, fp.listenAddr(), []byte{0x40, 0x00, 0x00, 0x05, 'b', 'u', 'r', 's', 't', 0, 0, 0}},
-			}
-			buf := make([]byte, 2048)
-			for _, tc := range tests {
-				t.Run(tc.name, func(t *testing.T) {
-					for round := range 200 {
-						burst := 1 + round%(udpBatch+relayBatch+3) // across batch boundaries
-						for range burst {
-							if _, err := tc.from.WriteToUDPAddrPort(tc.msg, tc.dst); err != nil {
-								t.Fatal(err)
-							}
-						}
-						tc.to.SetReadDeadline(time.Now().Add(2 * time.Second))
-						for i := range burst {
-							if _, _, err := tc.to.ReadFromUDPAddrPort(buf); err != nil {
-								t.Fatalf("round %d: datagram %d of %d: %v", round, i+1, burst, err)
-							}
-						}
+	fp := newFastPair(t)
+	fp.l.auth = testAuthenticator(t)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		fp.rc.ReadFrom(make([]byte, pionMTU)) //nolint:errcheck // ends when the relay closes
+	}()
+	go func() {
+		defer wg.Done()
+		fp.l.ReadFrom(make([]byte, pionMTU)) //nolint:errcheck // ends when the socket closes
+	}()
+	t.Cleanup(func() {
+		fp.rc.Close()
+		fp.l.UDPConn.Close()
+		wg.Wait()
+	})
+	tests := []struct {
+		name     string
+		from, to *net.UDPConn
+		dst      netip.AddrPort
+		msg      []byte
+	}{
+		{"peer to client", fp.peer, fp.client, fp.relayAddr(), []byte("burst")},
+		{"client to peer", fp.client, fp.peer, fp.listenAddr(), []byte{0x40, 0x00, 0x00, 0x05, 'b', 'u', 'r', 's', 't', 0, 0, 0}},
+	}
+	buf := make([]byte, 2048)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for round := range 200 {
+				burst := 1 + round%(udpBatch+relayBatch+3) // across batch boundaries
+				for range burst {
+					if _, err := tc.from.WriteToUDPAddrPort(tc.msg, tc.dst); err != nil {
+						t.Fatal(err)
 					}
-				})
+				}
+				tc.to.SetReadDeadline(time.Now().Add(2 * time.Second))
+				for i := range burst {
+					if _, _, err := tc.to.ReadFromUDPAddrPort(buf); err != nil {
+						t.Fatalf("round %d: datagram %d of %d: %v", round, i+1, burst, err)
+					}
+				}
 			}
 		})
 	}
@@ -542,14 +470,7 @@ func TestFastPathBursts(t *testing.T) {
 // with a permission but no channel go to pion one ReadFrom at a time, in
 // order, across reads of more datagrams than one batch holds.
 func TestFastPathBatchMix(t *testing.T) {
-	for _, mode := range fastModes {
-		t.Run(mode.name, func(t *testing.T) { testBatchMix(t, mode.epoll) })
-	}
-}
-
-func testBatchMix(t *testing.T, epoll bool) {
-	fp := newFastPairMode(t, epoll)
-	fp.serveListener(t)
+	fp := newFastPair(t)
 	other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)

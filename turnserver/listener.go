@@ -67,13 +67,10 @@ type udpListener struct {
 	done  chan struct{}
 	once  sync.Once
 
-	mu        sync.Mutex
-	clients   map[netip.AddrPort]*relayConn // guarded by mu: relay of each client with a UDP allocation here
-	relays    map[int32]*relayConn          // guarded by mu: relays this reader reads, by epoll id
-	nextRelay int32                         // guarded by mu
+	mu      sync.Mutex
+	clients map[netip.AddrPort]*relayConn // guarded by mu: relay of each client with a UDP allocation here
 
 	sock *udpSock
-	ep   *epollSet // nil: each relay has its own reader (loop_linux.go)
 
 	// owned by the single reader, pion's read loop
 	in      inspector
@@ -106,35 +103,16 @@ func newUDPListener(c *net.UDPConn, auth *authenticator) (*udpListener, error) {
 		sock:    sock, out: newDgram(), up: newBatchWriter(nil, udpBatch),
 		rd: newBatchReader(sock, udpBatch, udpBufSize), wr: newBatchWriter(sock, udpBatch),
 		replies: make([]byte, udpBatch*bindingReplyMaxSize), pion: -1,
-		relays: make(map[int32]*relayConn),
 	}
 	l.rd.onBatch = l.onBatch
-	if err := l.initEpoll(); err != nil {
-		return nil, err
-	}
 	return l, nil
-}
-
-// Close closes the socket and the epoll set, which wakes the reader.
-func (l *udpListener) Close() error {
-	err := l.UDPConn.Close()
-	if l.ep != nil {
-		l.ep.close() //nolint:errcheck // the socket's error is the one that matters
-	}
-	return err
 }
 
 // ReadFrom returns the next datagram pion must handle; the data plane's
 // datagrams are handled on the way, inside the batch reader's loop.
 func (l *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
 	if l.pion < 0 && !l.consume() {
-		var err error
-		if l.ep != nil {
-			err = l.serveEpoll()
-		} else {
-			err = l.rd.serve()
-		}
-		if err != nil {
+		if err := l.rd.serve(); err != nil {
 			// pion's loop ends on the first error; mark it so Close
 			// knows the reader is gone.
 			l.once.Do(func() { close(l.done) })
@@ -242,7 +220,6 @@ func (l *udpListener) allocationCreated(src netip.AddrPort, rc *relayConn) {
 	l.mu.Lock()
 	l.clients[src] = rc
 	l.mu.Unlock()
-	l.own(rc)
 }
 
 // allocationDeleted forgets the client's relay once pion has closed it; a

@@ -191,77 +191,12 @@ type relayConn struct {
 	lastPeerAddr *net.UDPAddr
 	rx           relayRx
 
-	// Set when a UDP listener's reader reads this relay's socket
-	// (loop_linux.go), before pion starts its reader: pion's reader then
-	// takes the datagrams left to it from toPion.
-	owner   atomic.Pointer[udpListener]
-	ownerID int32
-	toPion  chan pionDatagram
-
-	done      chan struct{} // closed by Close
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
-// relayBatch is how many datagrams one recvmmsg on a relay socket takes,
-// and one sendmmsg of ChannelData to the client carries. At a few packets
-// per second per call a read brings one datagram; at a high rate a read
-// brings several, all for the same client, so they leave together. A
-// batch shorter than this proves the socket's queue empty, so the reader
-// parks without the EAGAIN read Go's edge-triggered poller otherwise needs
-// (see batchReader.serve).
-const relayBatch = 8
-
-// pionDatagram is a peer datagram the data plane leaves to pion (a Data
-// indication), in a buffer of pionBufs.
-type pionDatagram struct {
-	buf *[]byte
-	n   int
-	src netip.AddrPort
-}
-
-// pionQueue is how many such datagrams wait for pion's reader at most:
-// Send/Data indications are rare beside channels, and UDP may drop.
-const pionQueue = 16
-
-var pionBufs = sync.Pool{New: func() any {
-	b := make([]byte, pionMTU)
-	return &b
-}}
-
-// ownBy hands the relay's socket to listener l's reader under epoll id.
-func (c *relayConn) ownBy(l *udpListener, id int32) {
-	c.ownerID = id
-	c.toPion = make(chan pionDatagram, pionQueue)
-	c.owner.Store(l)
-}
-
-// queueForPion copies a peer datagram for pion's reader; when pion is
-// behind it is dropped, as a full socket buffer would drop it.
-func (c *relayConn) queueForPion(p []byte, src netip.AddrPort) {
-	b := pionBufs.Get().(*[]byte)
-	n := copy(*b, p)
-	select {
-	case c.toPion <- pionDatagram{buf: b, n: n, src: src}:
-	default:
-		pionBufs.Put(b)
-	}
-}
-
-// readQueued is ReadFrom for a relay read by its listener's reader.
-func (c *relayConn) readQueued(p []byte) (int, net.Addr, error) {
-	select {
-	case d := <-c.toPion:
-		n := copy(p, (*d.buf)[:d.n])
-		pionBufs.Put(d.buf)
-		return n, c.peerAddr(d.src), nil
-	case <-c.done:
-		return 0, nil, net.ErrClosed
-	}
-}
-
 func newRelayConn(conn *net.UDPConn, guard *relayGuard, bytesPerSec float64, onClose func(*relayConn)) *relayConn {
-	c := &relayConn{conn: conn, guard: guard, onClose: onClose, done: make(chan struct{})}
+	c := &relayConn{conn: conn, guard: guard, onClose: onClose}
 	c.sock, _ = newUDPSock(conn)
 	c.initRx()
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
@@ -331,9 +266,6 @@ func (c *relayConn) admitIn(src netip.AddrPort, n int) bool {
 // a peer with a bound channel of a UDP allocation does not return at all:
 // it is framed as ChannelData in p and sent to the client here.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	if c.owner.Load() != nil {
-		return c.readQueued(p)
-	}
 	if c.sock != nil && len(p) > channelHeader {
 		n, src, err := c.readData(p) // relay_linux.go
 		if err != nil {
@@ -482,12 +414,8 @@ func (c *relayConn) removePeer(ip netip.Addr) {
 
 func (c *relayConn) Close() error {
 	c.closed.Store(true)
-	if l := c.owner.Load(); l != nil {
-		l.disown(c)
-	}
 	err := c.conn.Close()
 	c.closeOnce.Do(func() {
-		close(c.done)
 		if c.onClose != nil {
 			c.onClose(c)
 		}

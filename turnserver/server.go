@@ -282,7 +282,7 @@ func (s *Server) closeListeners() {
 		p.Close()
 	}
 	for _, l := range s.udp {
-		l.Close()
+		l.UDPConn.Close()
 	}
 	for _, l := range s.streamListeners() {
 		l.Close()
