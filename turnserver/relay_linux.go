@@ -10,15 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// relayBatch is how many datagrams one recvmmsg on a relay socket takes,
-// and one sendmmsg of ChannelData to the client carries. At a few packets
-// per second per call a read brings one datagram; at a high rate a read
-// brings several, all for the same client, so they leave together. A
-// batch shorter than this proves the socket's queue empty, so the reader
-// parks without the EAGAIN read Go's edge-triggered poller otherwise needs
-// (see batchReader.serve).
-const relayBatch = 8
-
 // relayBatchBufs is a relay reader's working set for one wake-up: buffers,
 // headers and the writer of framed ChannelData. Pooled: a reader takes one
 // when the poller wakes it and gives it back before it parks, so 2,000
