@@ -283,6 +283,7 @@ func BenchmarkFastPathUp(b *testing.B) {
 				b.Fatal("not handled")
 			}
 		}
+		fp.l.flush()
 		if _, _, err := fp.peer.ReadFromUDPAddrPort(buf); err != nil {
 			b.Fatal(err)
 		}
@@ -447,7 +448,7 @@ func TestFastPathBursts(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			for round := range 200 {
-				burst := 1 + round%7
+				burst := 1 + round%(udpBatch+relayBatch+3) // across batch boundaries
 				for range burst {
 					if _, err := tc.from.WriteToUDPAddrPort(tc.msg, tc.dst); err != nil {
 						t.Fatal(err)
@@ -458,6 +459,51 @@ func TestFastPathBursts(t *testing.T) {
 					if _, _, err := tc.to.ReadFromUDPAddrPort(buf); err != nil {
 						t.Fatalf("round %d: datagram %d of %d: %v", round, i+1, burst, err)
 					}
+				}
+			}
+		})
+	}
+}
+
+// TestFastPathBatchMix: one relay read takes several datagrams; those of
+// the peer with a channel leave framed in one sendmmsg, those of a peer
+// with a permission but no channel go to pion one ReadFrom at a time, in
+// order, across reads of more datagrams than one batch holds.
+func TestFastPathBatchMix(t *testing.T) {
+	fp := newFastPair(t)
+	other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	for _, tc := range []struct {
+		name  string
+		total int // datagrams of the burst, alternating channel peer and other
+	}{{"one batch", relayBatch}, {"several batches", 3*relayBatch + 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			for i := range tc.total {
+				from := fp.peer
+				if i%2 == 1 {
+					from = other
+				}
+				if _, err := from.WriteToUDPAddrPort([]byte{byte(i)}, fp.relayAddr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The queue holds the whole burst before the first read.
+			time.Sleep(20 * time.Millisecond)
+			buf := make([]byte, pionMTU)
+			for i := 1; i < tc.total; i += 2 {
+				n, from, err := fp.rc.ReadFrom(buf)
+				if err != nil || n != 1 || buf[0] != byte(i) || from.(*net.UDPAddr).Port != other.LocalAddr().(*net.UDPAddr).Port {
+					t.Fatalf("pion read %d: % x from %v, %v; want %02x from the other peer", i, buf[:n], from, err, i)
+				}
+			}
+			fp.client.SetReadDeadline(time.Now().Add(2 * time.Second))
+			for i := 0; i < tc.total; i += 2 {
+				n, _, err := fp.client.ReadFromUDPAddrPort(buf)
+				if err != nil || !bytes.Equal(buf[:n], []byte{0x40, 0x00, 0x00, 0x01, byte(i), 0, 0, 0}) {
+					t.Fatalf("client datagram %d: % x, %v", i, buf[:n], err)
 				}
 			}
 		})

@@ -74,7 +74,8 @@ type udpListener struct {
 
 	// owned by the single reader, pion's read loop
 	in      inspector
-	out     *dgram // sends to relay sockets
+	out     *dgram       // single replies to clients
+	up      *batchWriter // ChannelData payloads to relay sockets
 	rd      *batchReader
 	wr      *batchWriter
 	replies []byte // a Binding reply slot per datagram of a batch
@@ -99,7 +100,7 @@ func newUDPListener(c *net.UDPConn, auth *authenticator) (*udpListener, error) {
 	l := &udpListener{
 		UDPConn: c, auth: auth, local: addrPortOf(c.LocalAddr()), done: make(chan struct{}),
 		clients: make(map[netip.AddrPort]*relayConn),
-		sock:    sock, out: newDgram(),
+		sock:    sock, out: newDgram(), up: newBatchWriter(nil, udpBatch),
 		rd: newBatchReader(sock, udpBatch, udpBufSize), wr: newBatchWriter(sock, udpBatch),
 		replies: make([]byte, udpBatch*bindingReplyMaxSize), pion: -1,
 	}
@@ -120,9 +121,7 @@ func (l *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 	i := l.pion
 	l.pion = -1
-	if l.wr.n > 0 {
-		l.wr.flush() //nolint:errcheck // replies are best effort; a read reports a closed socket
-	}
+	l.flush()
 	pkt, src, trunc := l.rd.msg(i)
 	n := copy(p, pkt)
 	if trunc {
@@ -153,10 +152,20 @@ func (l *udpListener) consume() bool {
 		l.pion = i
 		return true
 	}
-	if l.wr.n > 0 {
-		l.wr.flush() //nolint:errcheck // as above
-	}
+	l.flush()
 	return false
+}
+
+// flush sends what the batch queued: payloads for a relay socket and
+// Binding replies. Best effort, as pion's own writes: a read reports a
+// closed socket.
+func (l *udpListener) flush() {
+	if l.up.n > 0 {
+		l.up.flush() //nolint:errcheck // see above
+	}
+	if l.wr.n > 0 {
+		l.wr.flush() //nolint:errcheck // see above
+	}
 }
 
 // fill reads one batch (tests and benchmarks drive the reader with it).
@@ -182,7 +191,7 @@ func (l *udpListener) handle(i int, p []byte, src netip.AddrPort) bool {
 			return false
 		}
 		rc := l.client(src)
-		return rc != nil && rc.forward(l.out, number, payload)
+		return rc != nil && rc.forward(l.up, number, payload)
 	}
 	if len(p) < 20 || p[0] >= 0x40 {
 		return false

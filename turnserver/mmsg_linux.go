@@ -199,6 +199,7 @@ func putSockaddr(sa *sockaddr, dst netip.AddrPort, v6 bool) uint32 {
 // batchWriter queues datagrams and sends them with one sendmmsg. Owned by
 // one goroutine; the payloads must stay untouched until flush.
 type batchWriter struct {
+	sock  *udpSock // the socket the queued datagrams leave on (see to)
 	rc    syscall.RawConn
 	v6    bool // the socket is AF_INET6
 	hdrs  []mmsghdr
@@ -210,10 +211,10 @@ type batchWriter struct {
 	fn    func(fd uintptr) bool
 }
 
+// newBatchWriter returns a writer for s; s may be nil when every batch
+// names its socket with to.
 func newBatchWriter(s *udpSock, batch int) *batchWriter {
 	w := &batchWriter{
-		rc:    s.rc,
-		v6:    s.v6,
 		hdrs:  make([]mmsghdr, batch),
 		iovs:  make([]unix.Iovec, batch),
 		names: make([]sockaddr, batch),
@@ -224,7 +225,16 @@ func newBatchWriter(s *udpSock, batch int) *batchWriter {
 		w.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
 	}
 	w.fn = w.send
+	if s != nil {
+		w.to(s)
+	}
 	return w
+}
+
+// to makes s the socket of the next datagrams; the caller flushes first
+// when datagrams for another socket are queued.
+func (w *batchWriter) to(s *udpSock) {
+	w.sock, w.rc, w.v6 = s, s.rc, s.v6
 }
 
 // full reports whether the next add needs a flush first.

@@ -49,6 +49,7 @@ func (r *batchReader) serve() error {
 func (r *batchReader) msg(int) ([]byte, netip.AddrPort, bool) { return r.bufs[0][:r.n], r.src, r.trunc }
 
 type batchWriter struct {
+	sock *udpSock
 	c    *net.UDPConn
 	n    int
 	p    [][]byte
@@ -56,8 +57,14 @@ type batchWriter struct {
 }
 
 func newBatchWriter(s *udpSock, batch int) *batchWriter {
-	return &batchWriter{c: s.conn, p: make([][]byte, batch), dsts: make([]netip.AddrPort, batch)}
+	w := &batchWriter{p: make([][]byte, batch), dsts: make([]netip.AddrPort, batch)}
+	if s != nil {
+		w.to(s)
+	}
+	return w
 }
+
+func (w *batchWriter) to(s *udpSock) { w.sock, w.c = s, s.conn }
 
 func (w *batchWriter) full() bool { return w.n == len(w.p) }
 

@@ -151,6 +151,15 @@ func (s *relayStats) snapshot() relayTotals {
 	return t
 }
 
+// relayBatch is how many datagrams one recvmmsg on a relay socket takes,
+// and one sendmmsg of ChannelData to the client carries. At a few packets
+// per second per call a read brings one datagram; at a high rate a read
+// brings several, all for the same client, so they leave together. A
+// batch shorter than this proves the socket's queue empty, so the reader
+// parks without the EAGAIN read Go's edge-triggered poller otherwise needs
+// (see batchReader.serve).
+const relayBatch = 8
+
 const (
 	toPeer   = 0
 	toClient = 1
@@ -189,7 +198,6 @@ type relayConn struct {
 	// the address within the iteration that received it.
 	lastPeer     netip.AddrPort
 	lastPeerAddr *net.UDPAddr
-	io           *dgram
 	rx           relayRx
 
 	closed    atomic.Bool
@@ -197,7 +205,7 @@ type relayConn struct {
 }
 
 func newRelayConn(conn *net.UDPConn, guard *relayGuard, bytesPerSec float64, onClose func(*relayConn)) *relayConn {
-	c := &relayConn{conn: conn, guard: guard, onClose: onClose, io: newDgram()}
+	c := &relayConn{conn: conn, guard: guard, onClose: onClose}
 	c.sock, _ = newUDPSock(conn)
 	c.initRx()
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
@@ -350,8 +358,11 @@ func (c *relayConn) removeChannel(number uint16) {
 // forward is the client → peer fast path for a ChannelData payload on
 // channel number: it reports false when the channel is not bound (pion
 // then handles the datagram and drops it with its usual error).
-// d is the caller's scratch for the system call.
-func (c *relayConn) forward(d *dgram, number uint16, payload []byte) bool {
+// The payload is queued on w, the caller's writer, which the caller
+// flushes before its buffers are reused: datagrams of one client arrive
+// back to back (a sender's burst), so one sendmmsg on the relay socket
+// carries a run of them. w holds datagrams of one relay socket at a time.
+func (c *relayConn) forward(w *batchWriter, number uint16, payload []byte) bool {
 	if c.sock == nil {
 		return false
 	}
@@ -360,7 +371,13 @@ func (c *relayConn) forward(d *dgram, number uint16, payload []byte) bool {
 		return false
 	}
 	if c.admitOut(peer, len(payload)) {
-		d.sendTo(c.sock, payload, peer) //nolint:errcheck // as WriteTo: UDP is best effort
+		if w.n > 0 && (w.sock != c.sock || w.full()) {
+			w.flush() //nolint:errcheck // as WriteTo: UDP is best effort
+		}
+		if w.n == 0 {
+			w.to(c.sock)
+		}
+		w.add(payload, peer)
 	}
 	return true
 }

@@ -5,9 +5,9 @@ package turnserver
 import "net/netip"
 
 // relayRx: without recvmmsg the relay reads one datagram at a time.
-type relayRx struct{}
+type relayRx struct{ io *dgram }
 
-func (c *relayConn) initRx() {}
+func (c *relayConn) initRx() { c.rx.io = newDgram() }
 
 // readData returns the next peer datagram that pion must handle, in p;
 // the others (refused, or relayed as ChannelData here) never leave.
@@ -18,7 +18,7 @@ func (c *relayConn) readData(p []byte) (int, netip.AddrPort, error) {
 		if route != nil {
 			off = channelHeader
 		}
-		n, src, trunc, err := c.io.recvFrom(c.sock, p[off:])
+		n, src, trunc, err := c.rx.io.recvFrom(c.sock, p[off:])
 		if err != nil {
 			return 0, src, err
 		}
@@ -27,7 +27,7 @@ func (c *relayConn) readData(p []byte) (int, netip.AddrPort, error) {
 		}
 		if route != nil {
 			if number, ok := c.channelByPeer(src); ok {
-				c.io.sendTo(route.out.sock, frameChannelData(p, number, n), route.addr) //nolint:errcheck // best effort
+				c.rx.io.sendTo(route.out.sock, frameChannelData(p, number, n), route.addr) //nolint:errcheck // best effort
 				continue
 			}
 		}
