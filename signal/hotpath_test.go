@@ -216,8 +216,8 @@ func FuzzDecodeSignal(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fast, ok := decodeSignal(data)
-		if !ok {
+		fast := new(inMsg)
+		if !decodeSignal(data, fast) {
 			return
 		}
 		var slow inMsg
@@ -237,7 +237,7 @@ func TestDecodeSignalTakesTheCommonCase(t *testing.T) {
 		`{"type":"signal","to":"pAb-_9","payload":{"description":{"type":"answer","sdp":"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n"}}}`,
 		`{"to":"p1","payload":{"candidate":"","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":null},"type":"signal"}`,
 	} {
-		if _, ok := decodeSignal([]byte(s)); !ok {
+		if !decodeSignal([]byte(s), new(inMsg)) {
 			t.Errorf("the fast path refused %s", s)
 		}
 	}
