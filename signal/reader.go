@@ -18,9 +18,10 @@ import (
 // below four times what is in use); even a goroutine parked on the bare
 // socket keeps 2 KiB of stack and 0.4 KiB of runtime state. So on plain TCP
 // (Linux) an idle socket has no goroutine at all: it waits in the hub's
-// epoll set (poll_linux.go), and when bytes arrive a fresh goroutine serves
-// it: reads what is there, handles every message, re-arms the socket and
-// ends. EPOLLONESHOT makes that goroutine the socket's only reader.
+// epoll set (poll_linux.go), and when bytes arrive the poller goroutine or
+// a worker serves it: reads until the socket is empty, handles every
+// message, and gives it back (claim and release make that goroutine the
+// socket's only reader).
 //
 // Over TLS (or any conn without a file descriptor, or off Linux) the plain
 // loop reads, one goroutine for the socket's whole life. Either way the
@@ -336,37 +337,51 @@ func (c *client) take(mt int, data []byte, now time.Time) {
 // all buffered, a closing socket, where gorilla may stand mid-message)
 // is left to gorilla: false.
 func (c *client) takeText() bool {
-	n := c.br.Buffered()
-	b, _ := c.br.Peek(n) // buffered: no read
-	// 0x81: FIN, no reserved bits (no extension is negotiated), text.
-	if n < 6 || b[0] != 0x81 || b[1]&0x80 == 0 {
-		return false
+	if c.closing() {
+		return false // gorilla may stand mid-message (too_large)
 	}
-	size, head := int(b[1]&0x7f), 2
-	switch size {
-	case 126:
-		if n < 8 {
-			return false
-		}
-		size, head = int(b[2])<<8|int(b[3]), 4
-	case 127:
-		return false
-	}
-	if head+4+size > n || size > c.h.conf().MaxMessageBytes || c.closing() {
-		return false
-	}
-	mask := b[head : head+4]
-	data := b[head+4 : head+4+size]
-	for i := range data {
-		data[i] ^= mask[i&3]
+	b, _ := c.br.Peek(c.br.Buffered()) // buffered: no read
+	data, n, ok := bufferedText(b, c.h.conf().MaxMessageBytes)
+	if !ok {
+		return false // untouched: gorilla reads it
 	}
 	now := time.Now()
 	c.lastRead.Store(now.UnixNano())
 	// handle keeps nothing of data, and nothing reads into the buffer
 	// before the next message: it can go before the handling.
-	c.br.Discard(head + 4 + size)
+	c.br.Discard(n)
 	c.take(websocket.TextMessage, data, now)
 	return true
+}
+
+// bufferedText finds a whole, final, masked text frame of at most max
+// payload bytes at the start of b and unmasks its payload in place: data,
+// and n, the frame's length in b. ok is false for anything else.
+func bufferedText(b []byte, max int) (data []byte, n int, ok bool) {
+	// 0x81: FIN, no reserved bits (no extension is negotiated), text.
+	if len(b) < 6 || b[0] != 0x81 || b[1]&0x80 == 0 {
+		return nil, 0, false
+	}
+	size, head := int(b[1]&0x7f), 2
+	switch size {
+	case 126:
+		if len(b) < 8 {
+			return nil, 0, false
+		}
+		size, head = int(b[2])<<8|int(b[3]), 4
+	case 127:
+		return nil, 0, false // 64 KiB or more: never all buffered
+	}
+	n = head + 4 + size
+	if n > len(b) || size > max {
+		return nil, 0, false
+	}
+	mask := b[head : head+4]
+	data = b[head+4 : n]
+	for i := range data {
+		data[i] ^= mask[i&3]
+	}
+	return data, n, true
 }
 
 // allow applies the token bucket: refused messages get one non-fatal
