@@ -92,6 +92,7 @@ type client struct {
 	// (claim, release); sr is the reader's.
 	pollState atomic.Int32
 	sr        sockReader
+	dwell     dwellMark // empty unless built with the signaldwell tag
 
 	// owned by the reader goroutine
 	tokens   float64 // token bucket of [signal] messages_per_second and message_burst

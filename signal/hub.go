@@ -278,6 +278,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.closing = true
 	clients := h.snapshotLocked(nil)
 	h.mu.Unlock()
+	h.reportDwell()
 	h.stop()
 	defer h.closePoller() // after the last reader: parked sockets need it to end
 

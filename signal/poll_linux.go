@@ -108,6 +108,7 @@ func (p *poller) run() {
 			p.mu.Lock()
 			for _, ev := range events[:n] {
 				if fd := int(ev.Fd); fd < len(p.byFD) && p.byFD[fd] != nil && p.byFD[fd].claim() {
+					p.byFD[fd].dwell.mark()
 					ready = append(ready, p.byFD[fd])
 				}
 			}

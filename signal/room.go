@@ -309,6 +309,7 @@ func (h *Hub) relay(c *client, m *inMsg) {
 		c.fail(protoErr(CodeUnknownPeer, false, "no peer %.64q in room %s", m.To, r.name))
 	case t.conn != nil:
 		t.conn.sendDirect(b)
+		c.dwell.relayed()
 	case len(t.pending) < maxPending:
 		t.pending = append(t.pending, bytes.Clone(b))
 	default:
