@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -394,4 +395,50 @@ func FuzzBufferedText(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestBurstInOneWrite: many frames in one TCP write fill the read buffer
+// again and again, some split across reads and some larger than it (taken
+// by gorilla), with a ping among them; with edge-triggered events the
+// reader must keep reading until the socket is empty, and every message
+// arrives, in order.
+func TestBurstInOneWrite(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Signal) { c.MessagesPerSecond = 1e6; c.MessageBurst = 100000 })
+	a, _ := ts.join(t, "burst", "A")
+	b, wb := ts.join(t, "burst", "B")
+	a.expect("joined")
+	mask := [4]byte{7, 1, 3, 9}
+	frame := func(op byte, payload []byte) []byte {
+		f := []byte{0x80 | op}
+		if len(payload) < 126 {
+			f = append(f, 0x80|byte(len(payload)))
+		} else {
+			f = append(f, 0x80|126, byte(len(payload)>>8), byte(len(payload)))
+		}
+		f = append(f, mask[:]...)
+		for i, c := range payload {
+			f = append(f, c^mask[i&3])
+		}
+		return f
+	}
+	const n = 200
+	var burst []byte
+	for i := range n {
+		pad := strings.Repeat("x", i*7%700) // 0 to 700 bytes: some frames outgrow the 320-byte buffer
+		burst = append(burst, frame(1, []byte(`{"type":"signal","to":"`+wb.ID+`","payload":{"i":`+strconv.Itoa(i)+`,"p":"`+pad+`"}}`))...)
+		if i == n/2 {
+			burst = append(burst, frame(9, nil)...) // a ping: answered through the queue
+		}
+	}
+	a.ws.NetConn().SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := a.ws.NetConn().Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		m := b.next()
+		var p struct{ I int }
+		if err := json.Unmarshal(m.Payload, &p); m.Type != "signal" || err != nil || p.I != i {
+			t.Fatalf("message %d: %v %s (%v)", i, m.Type, m.Payload, err)
+		}
+	}
 }
