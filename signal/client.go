@@ -88,6 +88,12 @@ type client struct {
 	ip   string
 	born int64 // Unix ns
 
+	// pollState says which goroutine is the reader of a polled socket
+	// (claim, release); sr is the reader's.
+	pollState atomic.Int32
+	sr        sockReader
+	dwell     dwellMark // empty unless built with the signaldwell tag
+
 	// owned by the reader goroutine
 	tokens   float64 // token bucket of [signal] messages_per_second and message_burst
 	tokensAt int64   // Unix ns of the last refill
@@ -151,9 +157,10 @@ func (c *client) send(b []byte) bool {
 }
 
 // sendDirect is send, writing the frame at once when nothing is queued: the
-// relay's hot path. Its callers hold no lock wider than a room's: a write
-// under the hub's lock would stall every join whenever the writing thread
-// lost its CPU to another process.
+// relay's hot path. b is only borrowed: what has to wait in the queue is
+// copied. Its callers hold no lock wider than a room's: a write under the
+// hub's lock would stall every join whenever the writing thread lost its
+// CPU to another process.
 func (c *client) sendDirect(b []byte) bool {
 	return c.push(frame{kind: frameText, data: b}, true)
 }
@@ -173,6 +180,16 @@ func (c *client) push(f frame, direct bool) bool {
 		c.qmu.Unlock()
 		return false
 	}
+	if direct && len(c.queue) == 0 && c.directLocked(f.kind) {
+		// The common case, with no queue to allocate.
+		c.writeDirectLocked(&f)
+		c.startWriterLocked()
+		c.qmu.Unlock()
+		return true
+	}
+	if direct && f.data != nil {
+		f.data = append([]byte(nil), f.data...) // borrowed: the queue keeps it
+	}
 	c.queue = append(c.queue, f)
 	if f.kind == frameClose {
 		c.endLocked("") // the reason is set by whoever queued it
@@ -186,33 +203,23 @@ func (c *client) push(f frame, direct bool) bool {
 	return true
 }
 
+// directLocked tells whether a frame of kind may be written now by the
+// caller: text and ping frames, on a polled socket, while no writer runs
+// and no handle holds the client's writes back.
+func (c *client) directLocked(kind frameKind) bool {
+	return c.raw != nil && !c.writing && !c.handling && (kind == frameText || kind == framePing)
+}
+
 // flushDirectLocked writes queued text and ping frames itself, each in one
 // non-blocking system call, while no writer runs: most often all of them go
 // out whole, which spares the writer goroutine and its wake-up. What does
 // not fit (the socket's buffer is full), or any other kind of frame, is
-// left to a writer goroutine. Holding writing makes this the only write
-// under way; qmu is released around each write.
+// left to a writer goroutine.
 func (c *client) flushDirectLocked() {
-	for c.raw != nil && !c.writing && !c.handling && len(c.queue) > 0 {
+	for len(c.queue) > 0 && c.directLocked(c.queue[0].kind) {
 		f := c.queue[0]
-		if f.kind != frameText && f.kind != framePing {
-			break
-		}
 		c.queue = c.queue[1:]
-		c.writing = true
-		c.qmu.Unlock()
-		rest, err := c.writeDirect(&f)
-		c.qmu.Lock()
-		c.writing = false
-		if err != nil {
-			c.endLocked(reasonDropped)
-			c.queue = nil
-			shutdownSocket(c.raw)
-			return
-		}
-		if len(rest) > 0 {
-			// The writer finishes the frame first, then the rest.
-			c.queue = append([]frame{{kind: frameRaw, data: rest}}, c.queue...)
+		if !c.writeDirectLocked(&f) {
 			break
 		}
 	}
@@ -220,6 +227,30 @@ func (c *client) flushDirectLocked() {
 		c.queue = nil // do not keep a drained backing array on an idle client
 	}
 	c.startWriterLocked()
+}
+
+// writeDirectLocked writes f in one non-blocking system call; false when it
+// did not all go out: the rest is queued first for the writer, or the
+// socket failed. Holding writing makes this the only write under way; qmu
+// is released around the write.
+func (c *client) writeDirectLocked(f *frame) bool {
+	c.writing = true
+	c.qmu.Unlock()
+	rest, err := c.writeDirect(f)
+	c.qmu.Lock()
+	c.writing = false
+	if err != nil {
+		c.endLocked(reasonDropped)
+		c.queue = nil
+		shutdownSocket(c.raw)
+		return false
+	}
+	if len(rest) > 0 {
+		// The writer finishes the frame first, then the rest.
+		c.queue = append([]frame{{kind: frameRaw, data: rest}}, c.queue...)
+		return false
+	}
+	return true
 }
 
 // handleMessage runs handle with the client's writes held back: what it

@@ -9,22 +9,21 @@ import "encoding/json"
 // would, without reflection. ok is false for anything else, which then
 // takes json.Unmarshal and its error messages; FuzzDecodeSignal checks that
 // whatever it accepts, json.Unmarshal decodes the same.
-func decodeSignal(data []byte) (m *inMsg, ok bool) {
-	var out inMsg
+func decodeSignal(data []byte, out *inMsg) (ok bool) {
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
-		return nil, false
+		return false
 	}
 	i++
 	var seen uint8
 	for {
 		key, j, ok := plainString(data, skipSpace(data, i))
 		if !ok {
-			return nil, false
+			return false
 		}
 		i = skipSpace(data, j)
 		if i >= len(data) || data[i] != ':' {
-			return nil, false
+			return false
 		}
 		i = skipSpace(data, i+1)
 		var bit uint8
@@ -33,49 +32,49 @@ func decodeSignal(data []byte) (m *inMsg, ok bool) {
 			bit = 1
 			var v []byte
 			if v, i, ok = plainString(data, i); !ok || string(v) != "signal" {
-				return nil, false
+				return false
 			}
 			out.Type = "signal"
 		case "to":
 			bit = 2
 			var v []byte
 			if v, i, ok = plainString(data, i); !ok {
-				return nil, false
+				return false
 			}
 			out.To = string(v)
 		case "payload":
 			bit = 4
 			start := i
 			if i, ok = skipValue(data, i, 0); !ok {
-				return nil, false
+				return false
 			}
 			// No copy: the payload aliases the pooled read buffer, which
 			// outlives handle, and relay copies it into the outgoing frame.
 			out.Payload = json.RawMessage(data[start:i:i])
 		default:
-			return nil, false
+			return false
 		}
 		if seen&bit != 0 {
-			return nil, false // a repeated key: json.Unmarshal's rules apply
+			return false // a repeated key: json.Unmarshal's rules apply
 		}
 		seen |= bit
 		i = skipSpace(data, i)
 		if i >= len(data) {
-			return nil, false
+			return false
 		}
 		if data[i] == '}' {
 			i++
 			break
 		}
 		if data[i] != ',' {
-			return nil, false
+			return false
 		}
 		i++
 	}
 	if skipSpace(data, i) != len(data) || seen != 7 || out.To == "" || string(out.Payload) == "null" {
-		return nil, false
+		return false
 	}
-	return &out, true
+	return true
 }
 
 func skipSpace(d []byte, i int) int {

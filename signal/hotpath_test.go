@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -216,8 +217,8 @@ func FuzzDecodeSignal(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fast, ok := decodeSignal(data)
-		if !ok {
+		fast := new(inMsg)
+		if !decodeSignal(data, fast) {
 			return
 		}
 		var slow inMsg
@@ -237,7 +238,7 @@ func TestDecodeSignalTakesTheCommonCase(t *testing.T) {
 		`{"type":"signal","to":"pAb-_9","payload":{"description":{"type":"answer","sdp":"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n"}}}`,
 		`{"to":"p1","payload":{"candidate":"","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":null},"type":"signal"}`,
 	} {
-		if _, ok := decodeSignal([]byte(s)); !ok {
+		if !decodeSignal([]byte(s), new(inMsg)) {
 			t.Errorf("the fast path refused %s", s)
 		}
 	}
@@ -299,5 +300,145 @@ func TestDataFrameBuffered(t *testing.T) {
 				t.Fatalf("dataFrameBuffered = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestBufferedText: only a whole, final, masked text frame within the
+// limit is taken from the read buffer, unmasked; anything else is left,
+// untouched, to gorilla.
+func TestBufferedText(t *testing.T) {
+	mask := []byte{0x11, 0x22, 0x33, 0x44}
+	frame := func(first byte, payload []byte, masked bool) []byte {
+		b := []byte{first}
+		m := byte(0)
+		if masked {
+			m = 0x80
+		}
+		if len(payload) < 126 {
+			b = append(b, m|byte(len(payload)))
+		} else {
+			b = append(b, m|126, byte(len(payload)>>8), byte(len(payload)))
+		}
+		if masked {
+			b = append(b, mask...)
+			for i, c := range payload {
+				b = append(b, c^mask[i&3])
+			}
+			return b
+		}
+		return append(b, payload...)
+	}
+	short := []byte(`{"type":"leave"}`)
+	long := []byte(strings.Repeat("x", 300))
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		max  int
+		want []byte // nil: not taken
+	}{
+		{"short text", frame(0x81, short, true), 100, short},
+		{"16-bit length", frame(0x81, long, true), 1000, long},
+		{"followed by more", append(frame(0x81, short, true), 0x81, 0x80), 100, short},
+		{"empty text", frame(0x81, nil, true), 100, []byte{}},
+		{"unmasked", frame(0x81, short, false), 100, nil},
+		{"binary", frame(0x82, short, true), 100, nil},
+		{"not final", frame(0x01, short, true), 100, nil},
+		{"reserved bit", frame(0xC1, short, true), 100, nil},
+		{"ping", frame(0x89, nil, true), 100, nil},
+		{"over the limit", frame(0x81, long, true), 299, nil},
+		{"payload not all here", frame(0x81, long, true)[:200], 1000, nil},
+		{"header not all here", frame(0x81, long, true)[:3], 1000, nil},
+		{"64-bit length", []byte{0x81, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0}, 1 << 20, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := bytes.Clone(tc.in)
+			data, n, ok := bufferedText(in, tc.max)
+			if tc.want == nil {
+				if ok || !bytes.Equal(in, tc.in) {
+					t.Fatalf("taken (%v) or changed: %q", ok, in)
+				}
+				return
+			}
+			if !ok || !bytes.Equal(data, tc.want) || n != len(frame(0x81, tc.want, true)) {
+				t.Fatalf("got %q, %d, %v; want %q", data, n, ok, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzBufferedText: a frame bufferedText takes is a final masked text
+// frame whose payload, masked again, is the bytes it was given, within the
+// buffer and the limit; one it refuses is left untouched.
+func FuzzBufferedText(f *testing.F) {
+	f.Add([]byte{0x81, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2}, 100)
+	f.Add([]byte{0x81, 0xFE, 0, 2, 0, 0, 0, 0, 'a', 'b'}, 100)
+	f.Add([]byte{0x82, 0x80, 1, 2, 3, 4}, 100)
+	f.Fuzz(func(t *testing.T, in []byte, max int) {
+		orig := bytes.Clone(in)
+		data, n, ok := bufferedText(in, max)
+		if !ok {
+			if !bytes.Equal(in, orig) {
+				t.Fatalf("refused %q but changed it", orig)
+			}
+			return
+		}
+		if n > len(orig) || len(data) > max || orig[0] != 0x81 || orig[1]&0x80 == 0 {
+			t.Fatalf("%q: n %d, %d bytes, max %d", orig, n, len(data), max)
+		}
+		head := n - len(data) - 4
+		if size := int(orig[1] & 0x7f); size != len(data) && !(size == 126 && head == 4) {
+			t.Fatalf("%q: length %d, payload %d bytes", orig, size, len(data))
+		}
+		for i, c := range data {
+			if c^orig[head+i&3] != orig[head+4+i] {
+				t.Fatalf("%q: byte %d unmasked wrong", orig, i)
+			}
+		}
+	})
+}
+
+// TestBurstInOneWrite: many frames in one TCP write fill the read buffer
+// again and again, some split across reads and some larger than it (taken
+// by gorilla), with a ping among them; with edge-triggered events the
+// reader must keep reading until the socket is empty, and every message
+// arrives, in order.
+func TestBurstInOneWrite(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Signal) { c.MessagesPerSecond = 1e6; c.MessageBurst = 100000 })
+	a, _ := ts.join(t, "burst", "A")
+	b, wb := ts.join(t, "burst", "B")
+	a.expect("joined")
+	mask := [4]byte{7, 1, 3, 9}
+	frame := func(op byte, payload []byte) []byte {
+		f := []byte{0x80 | op}
+		if len(payload) < 126 {
+			f = append(f, 0x80|byte(len(payload)))
+		} else {
+			f = append(f, 0x80|126, byte(len(payload)>>8), byte(len(payload)))
+		}
+		f = append(f, mask[:]...)
+		for i, c := range payload {
+			f = append(f, c^mask[i&3])
+		}
+		return f
+	}
+	const n = 200
+	var burst []byte
+	for i := range n {
+		pad := strings.Repeat("x", i*7%700) // 0 to 700 bytes: some frames outgrow the 320-byte buffer
+		burst = append(burst, frame(1, []byte(`{"type":"signal","to":"`+wb.ID+`","payload":{"i":`+strconv.Itoa(i)+`,"p":"`+pad+`"}}`))...)
+		if i == n/2 {
+			burst = append(burst, frame(9, nil)...) // a ping: answered through the queue
+		}
+	}
+	a.ws.NetConn().SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := a.ws.NetConn().Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		m := b.next()
+		var p struct{ I int }
+		if err := json.Unmarshal(m.Payload, &p); m.Type != "signal" || err != nil || p.I != i {
+			t.Fatalf("message %d: %v %s (%v)", i, m.Type, m.Payload, err)
+		}
 	}
 }

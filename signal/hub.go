@@ -278,6 +278,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.closing = true
 	clients := h.snapshotLocked(nil)
 	h.mu.Unlock()
+	h.reportDwell()
 	h.stop()
 	defer h.closePoller() // after the last reader: parked sockets need it to end
 
@@ -366,6 +367,7 @@ func (h *Hub) sweep(ctx context.Context) {
 		p *peer
 	}
 	var work []due
+	var pings []*client
 	for {
 		select {
 		case <-ctx.Done():
@@ -379,20 +381,50 @@ func (h *Hub) sweep(ctx context.Context) {
 			}
 			h.mu.Unlock()
 			for _, w := range work {
-				h.check(w.c, w.p, now)
+				if h.check(w.c, w.p, now) {
+					pings = append(pings, w.c)
+				}
 			}
 			clear(work) // let closed clients be collected
+			h.ping(ctx, pings)
+			clear(pings)
+			pings = pings[:0]
 		}
 	}
 }
 
-// check is the sweeper's visit to one client.
-func (h *Hub) check(c *client, p *peer, now time.Time) {
+// pingStep is the pause between the batches of a sweep's pings.
+const pingStep = 5 * time.Millisecond
+
+// ping sends the pings due in one sweep spread over three quarters of the
+// sweep period: at 10,000 clients and a 25 s ping interval, 100 to 200 are
+// due every 250 ms, and sent at once they come back as as many pongs at
+// once; every signal relayed meanwhile waited behind both (signalbench
+// saw a stall of 2 to 10 ms after every sweep, its p99's tail).
+func (h *Hub) ping(ctx context.Context, cs []*client) {
+	steps := max(1, int(h.tick*3/4/pingStep))
+	per := (len(cs) + steps - 1) / steps
+	for i := 0; i < len(cs); i += per {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pingStep):
+			}
+		}
+		for _, c := range cs[i:min(i+per, len(cs))] {
+			c.push(frame{kind: framePing}, true) // the sweeper holds no lock here
+		}
+	}
+}
+
+// check is the sweeper's visit to one client; true when a ping is due.
+func (h *Hub) check(c *client, p *peer, now time.Time) (pingDue bool) {
 	ns := now.UnixNano()
 	ping := h.conf().PingInterval.Nanoseconds()
 	if ns-c.lastRead.Load() > 2*ping+ping/2 {
 		c.abort(reasonTimeout)
-		return
+		return false
 	}
 	if c.nextPing == 0 {
 		// Spread the pings of sockets that connected together.
@@ -400,19 +432,20 @@ func (h *Hub) check(c *client, p *peer, now time.Time) {
 	}
 	if ns >= c.nextPing {
 		c.nextPing = ns + ping
-		c.push(frame{kind: framePing}, true) // the sweeper holds no lock here
+		pingDue = true
 	}
 	if p == nil {
 		if ns-c.born > helloTimeout.Nanoseconds() {
 			c.fail(protoErr(CodeHelloRequired, true, "no hello within %s", helloTimeout))
 		}
-		return
+		return pingDue
 	}
 	if r := p.iceRefresh.Load(); r != 0 && ns >= r {
 		servers, expires := h.iceFor(p.id)
 		p.iceRefresh.Store(refreshAt(now, expires))
 		c.send(encode(iceMsg{Type: "ice", ICEServers: servers, ICEExpires: unixMilli(expires)}))
 	}
+	return pingDue
 }
 
 func (h *Hub) gaugesLocked() {

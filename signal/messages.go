@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -93,32 +94,41 @@ type inMsg struct {
 // decode parses one client message. Every failure is the non-fatal
 // bad_message: the caller decides whether the context makes it fatal.
 func decode(data []byte) (*inMsg, error) {
-	if m, ok := decodeSignal(data); ok {
-		return m, nil
+	m := new(inMsg)
+	if err := decodeInto(data, m); err != nil {
+		return nil, err
 	}
-	var m inMsg
-	if err := json.Unmarshal(data, &m); err != nil {
+	return m, nil
+}
+
+// decodeInto is decode into a zeroed m.
+func decodeInto(data []byte, m *inMsg) error {
+	if decodeSignal(data, m) {
+		return nil
+	}
+	*m = inMsg{} // what the fast path set before it gave up
+	if err := json.Unmarshal(data, m); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return nil, protoErr(CodeBadMessage, false, "field %q has the wrong type", te.Field)
+			return protoErr(CodeBadMessage, false, "field %q has the wrong type", te.Field)
 		}
-		return nil, protoErr(CodeBadMessage, false, "not a JSON object")
+		return protoErr(CodeBadMessage, false, "not a JSON object")
 	}
 	switch m.Type {
 	case "hello", "chat", "rename", "leave":
 	case "signal":
 		if m.To == "" {
-			return nil, protoErr(CodeBadMessage, false, "signal without \"to\"")
+			return protoErr(CodeBadMessage, false, "signal without \"to\"")
 		}
 		if len(m.Payload) == 0 || string(m.Payload) == "null" {
-			return nil, protoErr(CodeBadMessage, false, "signal without \"payload\"")
+			return protoErr(CodeBadMessage, false, "signal without \"payload\"")
 		}
 	case "":
-		return nil, protoErr(CodeBadMessage, false, "message without \"type\"")
+		return protoErr(CodeBadMessage, false, "message without \"type\"")
 	default:
-		return nil, protoErr(CodeBadMessage, false, "unknown type %.32q", m.Type)
+		return protoErr(CodeBadMessage, false, "unknown type %.32q", m.Type)
 	}
-	return &m, nil
+	return nil
 }
 
 // ValidRoom checks a room name: 1 to 64 characters of A-Z a-z 0-9 - _.
@@ -249,19 +259,28 @@ const signalHead = `{"type":"signal","from":"`
 // U+2028/U+2029), and ids needing escapes, take encode itself, so the bytes
 // on the wire are the same either way (FuzzEncodeSignal checks).
 func encodeSignal(from string, payload json.RawMessage) []byte {
+	return appendSignal(nil, from, payload)
+}
+
+// appendSignal is encodeSignal appending to dst.
+func appendSignal(dst []byte, from string, payload json.RawMessage) []byte {
 	if !plainJSON(from) || !plainPayload(payload) {
-		return encode(signalOut{Type: "signal", From: from, Payload: payload})
+		return append(dst, encode(signalOut{Type: "signal", From: from, Payload: payload})...)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, len(signalHead)+len(from)+len(`","payload":}`)+len(payload)))
+	buf := bytes.NewBuffer(dst)
+	buf.Grow(len(signalHead) + len(from) + len(`","payload":}`) + len(payload))
 	buf.WriteString(signalHead)
 	buf.WriteString(from)
 	buf.WriteString(`","payload":`)
 	if err := json.Compact(buf, payload); err != nil {
-		return encode(signalOut{Type: "signal", From: from, Payload: payload}) // panics: not JSON
+		return append(dst, encode(signalOut{Type: "signal", From: from, Payload: payload})...) // panics: not JSON
 	}
 	buf.WriteByte('}')
 	return buf.Bytes()
 }
+
+// frameBufs hold relayed frames while they are written.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // plainPayload tells whether payload holds none of the bytes json.Marshal
 // escapes in a raw message: < > & and 0xE2, which starts U+2028 and U+2029.

@@ -4,6 +4,7 @@ package signal
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -13,11 +14,13 @@ import (
 
 // poller is the hub's epoll set of idle sockets: a socket waiting for its
 // next message has no goroutine, so it costs no stack. When one becomes
-// readable the poller hands it to a worker goroutine that reads what is
-// there and re-arms the socket (EPOLLONESHOT: at most one reader per
-// socket, without a lock). The epoll descriptor itself waits in Go's
-// netpoller, so the poller goroutine parks like any socket read and no
-// thread blocks.
+// readable the poller serves it itself when that cannot wait (serveQuick),
+// or hands it to a worker goroutine that reads what is there. Sockets are
+// edge-triggered (no epoll_ctl per message): the client's pollState makes
+// one goroutine at a time its reader, and that reader reads until the
+// socket is empty (sockReader.drained) before giving it back. The epoll
+// descriptor itself waits in Go's netpoller, so the poller goroutine parks
+// like any socket read and no thread blocks.
 //
 // Workers outlive their socket for workerIdle, waiting for the next one:
 // a fresh goroutine per message would grow its stack from 2 KiB through
@@ -85,54 +88,60 @@ func (p *poller) worker(c *client) {
 	}
 }
 
-// run hands every readable socket to a fresh serve goroutine until close.
-// Those goroutines are counted in the hub's WaitGroup as their client's
-// reader; the poller itself is waited for by close.
+// run serves or hands out every readable socket until close.
 func (p *poller) run() {
 	defer p.workers.Done()
 	defer close(p.done)
 	var events [128]syscall.EpollEvent
 	ready := make([]*client, 0, len(events))
-	for {
-		n := 0
-		err := p.rc.Read(func(fd uintptr) bool {
-			var err error
-			n, err = syscall.EpollWait(int(fd), events[:], 0)
-			return err == nil && n > 0 // nothing (or EINTR): wait for the netpoller
-		})
-		if err != nil {
-			return // closed
-		}
-		p.mu.Lock()
-		for _, ev := range events[:n] {
-			if fd := int(ev.Fd); fd < len(p.byFD) && p.byFD[fd] != nil {
-				ready = append(ready, p.byFD[fd])
+	// The whole loop runs inside one RawConn.Read: returning false parks
+	// the poller in the netpoller until the epoll descriptor turns
+	// readable, and readiness that came while it was serving is kept
+	// (a fresh Read would forget it), so a batch that emptied the ready
+	// list can park at once, without an epoll_wait that finds nothing.
+	p.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := syscall.EpollWait(int(fd), events[:], 0)
+			if err != nil || n == 0 {
+				return false // nothing (or EINTR): wait for the netpoller
+			}
+			p.mu.Lock()
+			for _, ev := range events[:n] {
+				if fd := int(ev.Fd); fd < len(p.byFD) && p.byFD[fd] != nil && p.byFD[fd].claim() {
+					p.byFD[fd].dwell.mark()
+					ready = append(ready, p.byFD[fd])
+				}
+			}
+			p.mu.Unlock()
+			for _, c := range ready {
+				// Served here when that needs no waiting: a hand-off to
+				// a worker costs a goroutine switch, most often a
+				// wake-up of another thread too, per message.
+				if c.serveQuick() {
+					continue
+				}
+				select {
+				case p.jobs <- c:
+				default:
+					p.workers.Add(1)
+					go p.worker(c)
+				}
+			}
+			clear(ready)
+			ready = ready[:0]
+			if n < len(events) {
+				return false // the ready list is empty: wait
 			}
 		}
-		p.mu.Unlock()
-		for i, c := range ready {
-			// The last one is served here when that needs no waiting: a
-			// hand-off to a worker costs a goroutine switch, most often a
-			// wake-up of another thread too, per message.
-			if i == len(ready)-1 && c.serveQuick() {
-				continue
-			}
-			select {
-			case p.jobs <- c:
-			default:
-				p.workers.Add(1)
-				go p.worker(c)
-			}
-		}
-		clear(ready)
-		ready = ready[:0]
-	}
+	}) // returns when close closes the descriptor
 }
 
-// events: readable or closed, once per arming.
-const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+// events: readable or closed, edge-triggered (1<<31 is EPOLLET, which
+// syscall spells as a negative number that EpollEvent's uint32 refuses).
+const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | 1<<31
 
-// add registers c, armed. Until del, the socket is c's alone: it is closed
+// add registers c; its first event comes at once if bytes are waiting.
+// Until del, the socket is c's alone: it is closed
 // only by its reader's end (abort shuts it down instead), so its descriptor
 // cannot be reused under us.
 func (p *poller) add(c *client) error {
@@ -152,24 +161,6 @@ func (p *poller) add(c *client) error {
 		if err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
 			p.byFD[fd] = nil
 		}
-	})
-	if cerr != nil {
-		return cerr
-	}
-	return err
-}
-
-// arm waits for c's next bytes; if they are already there, it fires at once.
-func (p *poller) arm(c *client) error {
-	var err error
-	cerr := c.raw.Control(func(fd uintptr) {
-		// Under mu, which run takes before it starts the next serve: that
-		// is the happens-before edge the race detector sees (the kernel's
-		// own ordering is invisible to it).
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(fd)}
-		err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
 	})
 	if cerr != nil {
 		return cerr
@@ -235,19 +226,66 @@ func shutdownSocket(raw syscall.RawConn) {
 	})
 }
 
+// rawOp is one system call through a RawConn. Its functions are bound
+// once, when the pool makes it: a closure per call would be an allocation
+// per message on the relay's path.
+type rawOp struct {
+	b     []byte
+	n     int
+	err   error
+	write func(fd uintptr) bool
+	read  func(fd uintptr) bool
+}
+
+var rawOps = sync.Pool{New: func() any {
+	o := new(rawOp)
+	o.write = func(fd uintptr) bool {
+		o.n, o.err = syscall.Write(int(fd), o.b)
+		return true // never wait: EAGAIN is the answer
+	}
+	o.read = func(fd uintptr) bool {
+		o.n, o.err = syscall.Read(int(fd), o.b)
+		return true
+	}
+	return o
+}}
+
 // writeSocket makes one non-blocking write attempt; n is what went out.
 // EAGAIN (the socket buffer is full) is no error: n is 0.
 func writeSocket(raw syscall.RawConn, b []byte) (n int, err error) {
-	cerr := raw.Write(func(fd uintptr) bool {
-		n, err = syscall.Write(int(fd), b)
-		return true
-	})
+	o := rawOps.Get().(*rawOp)
+	o.b = b
+	cerr := raw.Write(o.write)
+	n, err = max(o.n, 0), o.err
+	o.b, o.err = nil, nil
+	rawOps.Put(o)
 	if err == syscall.EAGAIN || err == syscall.EINTR {
 		n, err = 0, nil
 	}
-	n = max(n, 0)
 	if cerr != nil {
 		return n, cerr
 	}
 	return n, err
+}
+
+// readSocket makes one non-blocking read attempt into b: errEmpty when
+// the socket has nothing, io.EOF at its end.
+func readSocket(raw syscall.RawConn, b []byte) (n int, err error) {
+	o := rawOps.Get().(*rawOp)
+	o.b = b
+	cerr := raw.Read(o.read)
+	n, err = max(o.n, 0), o.err
+	o.b, o.err = nil, nil
+	rawOps.Put(o)
+	switch {
+	case cerr != nil:
+		return 0, cerr
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return 0, errEmpty
+	case err != nil:
+		return 0, err
+	case n == 0 && len(b) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }

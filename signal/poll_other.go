@@ -13,7 +13,6 @@ type poller struct{}
 func newPoller() (*poller, error) { return nil, nil }
 
 func (p *poller) add(*client) error { panic("signal: no poller on this platform") }
-func (p *poller) arm(*client) error { panic("signal: no poller on this platform") }
 func (p *poller) del(*client)       {}
 func (p *poller) close()            {}
 
@@ -23,4 +22,8 @@ func shutdownSocket(syscall.RawConn) {}
 
 func writeSocket(syscall.RawConn, []byte) (int, error) {
 	panic("signal: no raw writes on this platform")
+}
+
+func readSocket(syscall.RawConn, []byte) (int, error) {
+	panic("signal: no raw reads on this platform")
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -17,9 +18,10 @@ import (
 // below four times what is in use); even a goroutine parked on the bare
 // socket keeps 2 KiB of stack and 0.4 KiB of runtime state. So on plain TCP
 // (Linux) an idle socket has no goroutine at all: it waits in the hub's
-// epoll set (poll_linux.go), and when bytes arrive a fresh goroutine serves
-// it: reads what is there, handles every message, re-arms the socket and
-// ends. EPOLLONESHOT makes that goroutine the socket's only reader.
+// epoll set (poll_linux.go), and when bytes arrive the poller goroutine or
+// a worker serves it: reads until the socket is empty, handles every
+// message, and gives it back (claim and release make that goroutine the
+// socket's only reader).
 //
 // Over TLS (or any conn without a file descriptor, or off Linux) the plain
 // loop reads, one goroutine for the socket's whole life. Either way the
@@ -30,6 +32,9 @@ import (
 func (c *client) startReader() {
 	if c.raw != nil {
 		if p := c.h.poller(); p != nil {
+			// Nothing has been read yet: the buffer can change its source.
+			c.sr = sockReader{conn: c.ws.NetConn(), raw: c.raw}
+			c.br.Reset(&c.sr)
 			err := p.add(c)
 			if err == nil {
 				return
@@ -59,19 +64,109 @@ func (h *Hub) closePoller() {
 	h.poll.close()
 }
 
-// serve is a readiness event's goroutine: it reads and handles messages
-// while bytes are buffered, then re-arms the socket.
-func (c *client) serve() {
+// A polled socket's pollState: the goroutine that moves it from pollIdle
+// to pollServing (the poller, on an event) is its only reader until it
+// moves it back. An event while it is served sets pollPending, which sends
+// the reader round once more before it lets go: with edge-triggered
+// events, bytes that arrive after its last read are announced only once.
+const (
+	pollIdle int32 = iota
+	pollServing
+	pollPending
+)
+
+// claim makes the caller c's reader; false when c already has one (which
+// then reads once more).
+func (c *client) claim() bool {
 	for {
-		if c.br.Buffered() == 0 {
-			// One read takes what the socket holds (the event says there
-			// is something). A closing socket is read to its end here,
-			// waiting if need be: the close handshake is short, and
-			// gorilla may stand mid-message after too_large.
+		switch c.pollState.Load() {
+		case pollIdle:
+			if c.pollState.CompareAndSwap(pollIdle, pollServing) {
+				return true
+			}
+		case pollServing:
+			if c.pollState.CompareAndSwap(pollServing, pollPending) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// release gives c back to the poller once its socket was found empty;
+// false when an event came meanwhile: the reader must look again.
+func (c *client) release() bool {
+	if c.pollState.CompareAndSwap(pollServing, pollIdle) {
+		return true
+	}
+	c.pollState.Store(pollServing) // was pending
+	return false
+}
+
+// errEmpty: a read that must not wait found the socket empty.
+var errEmpty = errors.New("signal: socket empty")
+
+// sockReader is what a polled socket's read buffer (br) reads from. Reads
+// wait as the conn's do (gorilla in the middle of a frame must have its
+// end), except during probe, which does not wait and reports an empty
+// socket as errEmpty. drained tells whether the last read left the socket
+// empty (it returned less than asked): with edge-triggered events, the
+// reader may give a socket back only then.
+type sockReader struct {
+	conn    net.Conn
+	raw     syscall.RawConn
+	probe   bool // owned by the reader, like the rest
+	drained bool
+}
+
+func (s *sockReader) Read(p []byte) (int, error) {
+	var n int
+	var err error
+	if s.probe {
+		n, err = readSocket(s.raw, p)
+	} else {
+		n, err = s.conn.Read(p)
+	}
+	s.drained = n < len(p) || err != nil
+	return n, err
+}
+
+// next makes sure the read buffer holds bytes, reading without waiting:
+// false when the socket was found empty and c was given back to the
+// poller, or when c has ended.
+func (c *client) next() bool {
+	for c.br.Buffered() == 0 {
+		if c.sr.drained && c.release() {
+			return false
+		}
+		c.sr.probe = true
+		_, err := c.br.Peek(1)
+		c.sr.probe = false
+		if err != nil && err != errEmpty {
+			c.end(readErrReason(err))
+			return false
+		}
+	}
+	return true
+}
+
+// serve is a worker's turn with c: it reads and handles messages until the
+// socket is empty, then gives it back to the poller.
+func (c *client) serve() {
+	c.sr.drained = false // what the last turn saw says nothing now
+	for {
+		if c.br.Buffered() == 0 && c.closing() {
+			// A closing socket is read to its end here, waiting if need
+			// be: the close handshake is short, and gorilla may stand
+			// mid-message after too_large.
 			if _, err := c.br.Peek(1); err != nil {
 				c.end(readErrReason(err))
 				return
 			}
+		}
+		if !c.next() {
+			return
 		}
 		c.takePongs()
 		if c.br.Buffered() > 0 {
@@ -81,36 +176,30 @@ func (c *client) serve() {
 				return
 			}
 		}
-		if c.br.Buffered() == 0 && !c.closing() {
-			break
-		}
-	}
-	if err := c.h.poll.arm(c); err != nil {
-		c.end(readErrReason(err))
 	}
 }
 
+// quickLimit bounds the messages the poller serves of one socket before a
+// worker takes over: a client that keeps sending must not hold up the
+// others' events.
+const quickLimit = 8
+
 // serveQuick is serve for the poller's own goroutine, which must never
-// wait: one read of what the event announced, then only whole data frames
-// already buffered. It returns false, with nothing done that waits, when a
-// worker must go on (a frame not all here, a control frame, a closing
-// socket).
+// wait: reads that do not wait, and only whole data frames already
+// buffered, at most quickLimit of them. It returns false, with nothing
+// done that waits, when a worker must go on (a frame not all here, a
+// control frame, a closing socket, a busy one).
 func (c *client) serveQuick() bool {
-	if c.br.Buffered() == 0 {
-		if _, err := c.br.Peek(1); err != nil { // the event says it will not wait
-			c.end(readErrReason(err))
+	c.sr.drained = false
+	for i := 0; ; i++ {
+		if !c.next() {
 			return true
 		}
-	}
-	for {
 		c.takePongs()
 		if c.br.Buffered() == 0 {
-			if err := c.h.poll.arm(c); err != nil {
-				c.end(readErrReason(err))
-			}
-			return true
+			continue
 		}
-		if c.closing() || !c.dataFrameBuffered() {
+		if i >= quickLimit || c.closing() || !c.dataFrameBuffered() {
 			return false
 		}
 		reason, ok := c.readOne()
@@ -204,6 +293,9 @@ func (c *client) end(reason string) {
 
 // readOne reads and handles one message; false when the socket is done.
 func (c *client) readOne() (reason string, ok bool) {
+	if c.takeText() {
+		return "", true
+	}
 	mt, r, err := c.ws.NextReader()
 	if err != nil {
 		return readErrReason(err), false
@@ -218,6 +310,13 @@ func (c *client) readOne() (reason string, ok bool) {
 	if err != nil {
 		return readErrReason(err), false
 	}
+	c.take(mt, data, now)
+	return "", true
+}
+
+// take handles one message read whole.
+func (c *client) take(mt int, data []byte, now time.Time) {
+	max := int64(c.h.conf().MaxMessageBytes)
 	switch {
 	case c.closing():
 		// A close is under way: only the handshake matters now.
@@ -229,7 +328,60 @@ func (c *client) readOne() (reason string, ok bool) {
 	default:
 		c.handleMessage(data)
 	}
-	return "", true
+}
+
+// takeText handles a whole, unfragmented, masked text frame of at most
+// [signal] max_message_bytes straight from the read buffer, unmasked in
+// place: what gorilla would do, without its reader object and the copy
+// into a message buffer. Anything else (another frame kind, a frame not
+// all buffered, a closing socket, where gorilla may stand mid-message)
+// is left to gorilla: false.
+func (c *client) takeText() bool {
+	if c.closing() {
+		return false // gorilla may stand mid-message (too_large)
+	}
+	b, _ := c.br.Peek(c.br.Buffered()) // buffered: no read
+	data, n, ok := bufferedText(b, c.h.conf().MaxMessageBytes)
+	if !ok {
+		return false // untouched: gorilla reads it
+	}
+	now := time.Now()
+	c.lastRead.Store(now.UnixNano())
+	// handle keeps nothing of data, and nothing reads into the buffer
+	// before the next message: it can go before the handling.
+	c.br.Discard(n)
+	c.take(websocket.TextMessage, data, now)
+	return true
+}
+
+// bufferedText finds a whole, final, masked text frame of at most max
+// payload bytes at the start of b and unmasks its payload in place: data,
+// and n, the frame's length in b. ok is false for anything else.
+func bufferedText(b []byte, max int) (data []byte, n int, ok bool) {
+	// 0x81: FIN, no reserved bits (no extension is negotiated), text.
+	if len(b) < 6 || b[0] != 0x81 || b[1]&0x80 == 0 {
+		return nil, 0, false
+	}
+	size, head := int(b[1]&0x7f), 2
+	switch size {
+	case 126:
+		if len(b) < 8 {
+			return nil, 0, false
+		}
+		size, head = int(b[2])<<8|int(b[3]), 4
+	case 127:
+		return nil, 0, false // 64 KiB or more: never all buffered
+	}
+	n = head + 4 + size
+	if n > len(b) || size > max {
+		return nil, 0, false
+	}
+	mask := b[head : head+4]
+	data = b[head+4 : n]
+	for i := range data {
+		data[i] ^= mask[i&3]
+	}
+	return data, n, true
 }
 
 // allow applies the token bucket: refused messages get one non-fatal
@@ -274,10 +426,19 @@ func readErrReason(err error) string {
 	return reasonDropped
 }
 
+// inMsgs are the messages handle decodes into: nothing keeps an *inMsg
+// past handle (its strings are copies; a payload is copied by relay).
+var inMsgs = sync.Pool{New: func() any { return new(inMsg) }}
+
 // handle dispatches one message.
 func (c *client) handle(data []byte) {
 	h := c.h
-	m, err := decode(data)
+	m := inMsgs.Get().(*inMsg)
+	defer func() {
+		*m = inMsg{} // drops the payload's alias of the read buffer
+		inMsgs.Put(m)
+	}()
+	err := decodeInto(data, m)
 	if c.peer == nil {
 		if err != nil {
 			c.fail(protoErr(CodeHelloRequired, true, "the first message must be a hello (%s)", err.(*ProtocolError).Reason))

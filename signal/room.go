@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"sync"
@@ -285,7 +286,16 @@ func (h *Hub) welcome(p *peer, resumed bool, servers []ICEServer, expires time.T
 // for a reconnecting one.
 func (h *Hub) relay(c *client, m *inMsg) {
 	p := c.peer
-	b := encodeSignal(p.id, m.Payload)
+	// The frame is built in a pooled buffer: sendDirect copies it only
+	// when it cannot go out at once; what is held or forwarded is copied.
+	bp := frameBufs.Get().(*[]byte)
+	b := appendSignal((*bp)[:0], p.id, m.Payload)
+	defer func() {
+		if cap(b) <= 64<<10 {
+			*bp = b[:0]
+			frameBufs.Put(bp)
+		}
+	}()
 	r := p.room
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -294,13 +304,14 @@ func (h *Hub) relay(c *client, m *inMsg) {
 	}
 	t := r.peers[m.To]
 	switch {
-	case t == nil && h.router.Signal(r.name, m.To, b): // held by another hub
+	case t == nil && h.router.Signal(r.name, m.To, bytes.Clone(b)): // held by another hub
 	case t == nil || t == p:
 		c.fail(protoErr(CodeUnknownPeer, false, "no peer %.64q in room %s", m.To, r.name))
 	case t.conn != nil:
 		t.conn.sendDirect(b)
+		c.dwell.relayed()
 	case len(t.pending) < maxPending:
-		t.pending = append(t.pending, b)
+		t.pending = append(t.pending, bytes.Clone(b))
 	default:
 		c.fail(protoErr(CodeUnknownPeer, false, "peer %s is reconnecting and has %d messages waiting", t.id, maxPending))
 	}

@@ -174,7 +174,7 @@ func (r *loadRun) read(c *benchClient) {
 			joined = true
 			c.joined <- nil
 		case kindSignal:
-			r.rec.add(now - in.stamp)
+			r.rec.addAt(in.stamp, now-in.stamp)
 			r.received.Add(1)
 		case kindError:
 			if !joined {

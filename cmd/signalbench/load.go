@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ type loadConfig struct {
 	Settle      time.Duration // between the last join and the idle RSS reading
 	Concurrency int           // joins in flight
 	JoinTimeout time.Duration // per client, dial to join answer
+	LatencyLog  string        // if set, a file prefix: every message's send time and latency go to PREFIX-SERVER-N.txt
 }
 
 // result is one row of the table.
@@ -191,6 +193,11 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 			"server_cpu_per_msg", res.CPUPerMsg, "bench_cpu_per_msg", (selfCPU3-selfCPU2)/time.Duration(res.Received))
 	}
 	lat := r.rec.sorted()
+	if cfg.LatencyLog != "" {
+		if err := writeLatencyLog(fmt.Sprintf("%s-%s-%d.txt", cfg.LatencyLog, proto.Name(), cfg.N), r.rec.pairs(), phase.Sub(r.epoch)); err != nil {
+			log.Warn("latency log", "err", err)
+		}
+	}
 	res.P50, res.P99 = percentile(lat, 50), percentile(lat, 99)
 	if len(lat) > 0 {
 		res.Max = lat[len(lat)-1]
@@ -213,4 +220,23 @@ func measure(ctx context.Context, log *slog.Logger, proto protocol, srv *server,
 	}
 	r.emu.Unlock()
 	return res, nil
+}
+
+// writeLatencyLog writes one line per delivered message: its send time
+// from the start of the message phase and its latency, both in µs, in
+// arrival order; where a run's tail sits in time tells what caused it.
+func writeLatencyLog(path string, pairs [][2]int64, phase time.Duration) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("signalbench: latency log: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	for _, p := range pairs {
+		fmt.Fprintf(w, "%.1f %.1f\n", float64(p[0]-int64(phase))/1e3, float64(p[1])/1e3)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return fmt.Errorf("signalbench: latency log: %w", err)
+	}
+	return f.Close()
 }

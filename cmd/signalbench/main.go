@@ -57,6 +57,7 @@ type options struct {
 	repo        string
 	callbox     string
 	cpuProfile  string
+	latencyLog  string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -81,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.repo, "repo", ".", "a `dir` inside the callbox module (its root holds cmd/callbox and bench/peerjs)")
 	fs.StringVar(&o.callbox, "callbox", "", "a prebuilt callbox `binary`; empty builds ./cmd/callbox")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the load client's own CPU profile to `file` (the servers are not profiled)")
+	fs.StringVar(&o.latencyLog, "latency-log", "", "write every message's send time and latency (µs) to `prefix`-SERVER-N.txt")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -219,7 +221,7 @@ func runOne(ctx context.Context, log *slog.Logger, l *launcher, name string, n i
 	log.Info("measuring", "server", name, "pid", srv.pid(), "url", srv.base, "n", n, "room", o.room)
 	return measure(ctx, log, proto, srv, loadConfig{
 		N: n, Room: o.room, Rate: o.rate, Duration: o.duration, Settle: o.settle,
-		Concurrency: o.concurrency, JoinTimeout: o.joinTimeout,
+		Concurrency: o.concurrency, JoinTimeout: o.joinTimeout, LatencyLog: o.latencyLog,
 	})
 }
 

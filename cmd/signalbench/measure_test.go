@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,7 +42,7 @@ func TestMeasure(t *testing.T) {
 	}
 	l := &launcher{log: slog.New(slog.NewTextHandler(io.Discard, nil)), repo: repo, tmp: t.TempDir()}
 	cfg := loadConfig{N: 40, Room: 4, Rate: 400, Duration: time.Second, Settle: 100 * time.Millisecond,
-		Concurrency: 8, JoinTimeout: 10 * time.Second}
+		Concurrency: 8, JoinTimeout: 10 * time.Second, LatencyLog: filepath.Join(t.TempDir(), "lat")}
 	tests := []struct {
 		name  string
 		tool  string
@@ -87,6 +89,12 @@ func TestMeasure(t *testing.T) {
 			// 40 clients each 5 s over at least the 1 s message phase: 8 or more.
 			if hb := tt.proto.Heartbeat() != nil; hb && res.Heartbeats < 6 || !hb && res.Heartbeats != 0 {
 				t.Errorf("%d heartbeats sent", res.Heartbeats)
+			}
+			// -latency-log: a line per delivered message, "send-µs latency-µs".
+			if b, err := os.ReadFile(fmt.Sprintf("%s-%s-%d.txt", cfg.LatencyLog, tt.proto.Name(), cfg.N)); err != nil {
+				t.Error(err)
+			} else if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); int64(len(lines)) != res.Received || len(strings.Fields(lines[0])) != 2 {
+				t.Errorf("latency log: %d lines for %d messages, first %q", len(lines), res.Received, lines[0])
 			}
 			if res.RSSBefore <= 0 || res.RSSIdle <= 0 {
 				t.Errorf("RSS before %d, idle %d", res.RSSBefore, res.RSSIdle)

@@ -32,12 +32,34 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 // lock: each sample takes the next slot of a slice sized for the run.
 type recorder struct {
 	samples []int64 // nanoseconds; slots below next are written
+	stamps  []int64 // when each sample's message was sent (run clock), for -latency-log
 	next    atomic.Int64
 	dropped atomic.Int64 // samples past the capacity (a run that outran its estimate)
 }
 
 func newRecorder(capacity int) *recorder {
-	return &recorder{samples: make([]int64, capacity)}
+	return &recorder{samples: make([]int64, capacity), stamps: make([]int64, capacity)}
+}
+
+// addAt is add for a message sent at stamp.
+func (r *recorder) addAt(stamp, d time.Duration) {
+	i := r.next.Add(1) - 1
+	if i >= int64(len(r.samples)) {
+		r.dropped.Add(1)
+		return
+	}
+	atomic.StoreInt64(&r.stamps[i], int64(stamp))
+	atomic.StoreInt64(&r.samples[i], int64(d))
+}
+
+// pairs returns (send stamp, latency) of every sample, in arrival order.
+func (r *recorder) pairs() [][2]int64 {
+	n := min(r.next.Load(), int64(len(r.samples)))
+	out := make([][2]int64, n)
+	for i := range out {
+		out[i] = [2]int64{atomic.LoadInt64(&r.stamps[i]), atomic.LoadInt64(&r.samples[i])}
+	}
+	return out
 }
 
 func (r *recorder) add(d time.Duration) {
