@@ -138,20 +138,7 @@ func serveHTTP(t *testing.T, ln net.Listener, h http.Handler) {
 // promptly when its context does.
 func runManager(t *testing.T, m *Manager) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return within 10 s of its context ending")
-		}
-	})
+	testutil.Run(t, "Run", 10*time.Second, m.Run)
 }
 
 // acmeSetup makes a Manager for domain against peb, serves its HTTPHandler

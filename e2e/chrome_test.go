@@ -34,6 +34,7 @@ import (
 
 	"github.com/callbox/callbox/app"
 	"github.com/callbox/callbox/config"
+	"github.com/callbox/callbox/internal/testutil"
 )
 
 // Timeouts of the browser tests. Generous because the race detector and
@@ -138,25 +139,7 @@ func runApp(t *testing.T, cfg config.Config, logger *slog.Logger) (a *app.App, s
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("app.Run: %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Error("app.Run did not return within 20s of cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return a, stop
+	return a, testutil.Run(t, "app.Run", 20*time.Second, a.Run)
 }
 
 // callboxServer is a callbox running in-process for one test.

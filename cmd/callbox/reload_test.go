@@ -84,20 +84,10 @@ func TestSIGHUPReload(t *testing.T) {
 	path := writeConfig(t, reloadBase)
 	logs := &testutil.SyncBuffer{}
 	hup := make(chan os.Signal, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serveUntil(ctx, []string{"-config", path}, logs, hup) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("serve did not return")
-		}
-	}()
+	stop := testutil.Run(t, "serve", 15*time.Second, func(ctx context.Context) error {
+		return serveUntil(ctx, []string{"-config", path}, logs, hup)
+	})
+	defer stop()
 	expectState(t, states, "READY=1")
 	waitLog(t, logs, 0, "callbox running")
 	web := regexp.MustCompile(`web=(http://\S+)`).FindStringSubmatch(logs.String())

@@ -1,10 +1,12 @@
 // Package testutil holds helpers that tests of several callbox packages
-// share: a self-signed certificate and a log buffer safe for concurrent
-// writers. Only tests import it.
+// share: a self-signed certificate, a log buffer safe for concurrent
+// writers, the network-namespace check and a runner for servers that stop
+// with their context. Only tests import it.
 package testutil
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -124,4 +126,30 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Run runs run in a goroutine of its own until stop, which cancels its
+// context and waits up to wait for it to return nil; stop is idempotent
+// and also called when the test ends. what names run in failures.
+func Run(t testing.TB, what string, wait time.Duration, run func(ctx context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("%s: %v", what, err)
+				}
+			case <-time.After(wait):
+				t.Errorf("%s did not return within %v of its context ending", what, wait)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
