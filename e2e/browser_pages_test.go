@@ -22,7 +22,6 @@ import (
 // name and shows its link; the call page asks for a name, previews the
 // camera, joins; the name is remembered for the next call.
 func TestBrowserStartFlow(t *testing.T) {
-	t.Parallel() // light, no rules on the host: see "Parallel tests" in chrome_test.go
 	art := newArtifacts(t)
 	s := startCallbox(t, art, nil)
 	b := startBrowsers(t, art, func(string) string { return s.HTTPURL() + "/" }, "visitor")[0]
@@ -89,7 +88,6 @@ func darkTheme(on bool) chromedp.Action[chromedp.Void] {
 // Someone who refuses the camera and microphone still joins: the page says
 // why nobody sees them, and they see and hear the others.
 func TestBrowserMediaDenied(t *testing.T) {
-	t.Parallel() // light, no rules on the host: see "Parallel tests" in chrome_test.go
 	art := newArtifacts(t)
 	s := startCallbox(t, art, nil)
 	room := randomRoom("denied")
@@ -118,7 +116,6 @@ func TestBrowserMediaDenied(t *testing.T) {
 // secure context: the browser hides camera and microphone. The page says
 // how to fix it, and the person still joins to watch and listen.
 func TestBrowserInsecureContext(t *testing.T) {
-	t.Parallel() // light, no rules on the host: see "Parallel tests" in chrome_test.go
 	art := newArtifacts(t)
 	s := startCallbox(t, art, nil)
 	port := s.HTTPURL()[strings.LastIndex(s.HTTPURL(), ":"):]
@@ -153,7 +150,6 @@ func TestBrowserInsecureContext(t *testing.T) {
 // first WebSocket is answered so by the test; every later one, and the
 // page itself, goes to callbox through a reverse proxy.
 func TestBrowserHelloRequired(t *testing.T) {
-	t.Parallel() // light, no rules on the host: see "Parallel tests" in chrome_test.go
 	art := newArtifacts(t)
 	s := startCallbox(t, art, nil)
 	target, err := url.Parse(s.HTTPURL())

@@ -205,8 +205,6 @@ func (b *browser) waitRelayedOver(transport string) {
 // expiry. The shortest lifetime the config allows is a minute, so the hub
 // pushes at about 48 s: this test takes over a minute.
 func TestBrowserICERefresh(t *testing.T) {
-	// Mostly a wait for the credential push: see "Parallel tests" in chrome_test.go.
-	t.Parallel()
 	if testing.Short() {
 		t.Skip("takes over a minute (1-minute credentials); run without -short")
 	}
@@ -301,7 +299,6 @@ func TestBrowserMesh(t *testing.T) {
 // The hub drops every socket mid-call: the pages resume their sessions (same
 // ids) and the media, which never went through the hub, keeps flowing.
 func TestBrowserResume(t *testing.T) {
-	t.Parallel() // light, no rules on the host: see "Parallel tests" in chrome_test.go
 	art := newArtifacts(t)
 	s := startCallbox(t, art, nil)
 	room := randomRoom("resume")

@@ -5,14 +5,6 @@ package e2e
 // profile, driven by chromedp. Every test leaves screenshots and a log in
 // e2e/artifacts/<test>/ for a person to look at.
 
-// Parallel tests: go test runs the tests marked t.Parallel after all the
-// others, two at a time here (-parallel defaults to GOMAXPROCS). Marked are
-// TestBrowserICERefresh, which mostly waits a minute for a credential push,
-// and short tests with at most two browsers and no iptables rules on the
-// host, which run beside it: about a minute less for the package. The loss,
-// NAT and mesh tests stay sequential: their bounds assume nothing heavy
-// runs beside them, and the loss tests change the host's iptables.
-
 import (
 	"context"
 	"crypto/rand"

@@ -72,7 +72,6 @@ func wsURL(a *app.App) string { return "ws" + strings.TrimPrefix(a.HTTPURL(), "h
 // stops (as a deploy would), its peer resumes on a third node and the call
 // is restarted through that node's TURN, with the room intact.
 func TestClusterPionPeers(t *testing.T) {
-	t.Parallel() // light, no rules on the host: see "Parallel tests" in chrome_test.go
 	art := newArtifacts(t)
 	nodes := startClusterNodes(t, art, 3, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -136,7 +135,6 @@ func TestClusterPionPeers(t *testing.T) {
 // Per-user TURN quotas hold across nodes: allocations of one user id on
 // one node count on the others.
 func TestClusterTURNQuota(t *testing.T) {
-	t.Parallel() // light, no rules on the host: see "Parallel tests" in chrome_test.go
 	art := newArtifacts(t)
 	nodes := startClusterNodes(t, art, 2, func(c *config.Config) { c.TURN.UserQuota = 2 })
 	creds := nodes[0].TURN().Credentials("alice", time.Hour)

@@ -19,7 +19,6 @@ import (
 // port for two destinations, or not), the filtering (whether a reply from
 // a port the client never sent to gets in), and the firewall's ports.
 func TestNATRouters(t *testing.T) {
-	t.Parallel() // light, no rules on the host: see "Parallel tests" in chrome_test.go
 	n := newNatNet(t)
 	probe := startProbe(t, n)
 	tests := []struct {

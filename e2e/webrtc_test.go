@@ -27,7 +27,6 @@ import (
 // ICE servers it hands out (minted by callbox's own TURN server), are held
 // to relay candidates, and move bytes over a data channel through TURN.
 func TestPionPeersRelayThroughCallbox(t *testing.T) {
-	t.Parallel() // light, no rules on the host: see "Parallel tests" in chrome_test.go
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	tcfg := config.Default().TURN
 	tcfg.Listen = "127.0.0.1:0"
