@@ -25,7 +25,12 @@ func TestRoomAcrossNodes(t *testing.T) {
 	nodes := startCluster(t, nats, testSignal(nil), "a", "b", "c")
 	const room = "across"
 
+	// The membership view is replicated: a welcome lists the peers its node
+	// has heard of, so each join waits until the node has (a join an
+	// instant after another on a different node gets "joined" instead;
+	// one CI run joined grace before node b had heard of ada).
 	ada := join(t, nodes[0], room, "ada")
+	waitMembers(t, nodes[1], room, 1)
 	grace := join(t, nodes[1], room, "grace")
 	if len(grace.w.Peers) != 1 || grace.w.Peers[0].ID != ada.w.ID || grace.w.Peers[0].Name != "ada" {
 		t.Fatalf("grace's welcome peers = %+v, want ada from the other node", grace.w.Peers)
@@ -33,6 +38,7 @@ func TestRoomAcrossNodes(t *testing.T) {
 	if m := ada.expectPresence("joined", grace.w.ID); m.Peer.Name != "grace" {
 		t.Fatalf("ada saw %+v", m)
 	}
+	waitMembers(t, nodes[2], room, 2)
 	linus := join(t, nodes[2], room, "linus")
 	if len(linus.w.Peers) != 2 {
 		t.Fatalf("linus's welcome peers = %+v, want two", linus.w.Peers)
