@@ -87,6 +87,11 @@ func TestSinglePort(t *testing.T) {
 		t.Errorf("turns URI %q, want %q", uri, want)
 	}
 	allocateTLS(t, a.httpsLn.Addr().String(), client, user, pass)
+	// The mux counts a connection once its server has taken it, which can
+	// be after the server has answered on it.
+	for deadline := time.Now().Add(5 * time.Second); a.mux.Count("turn") != 1 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if n := a.mux.Count("turn"); n != 1 {
 		t.Errorf("mux counted %d TURN connections, want 1", n)
 	}
