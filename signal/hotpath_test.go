@@ -122,15 +122,9 @@ func TestBackedUpSocketKeepsFrames(t *testing.T) {
 	a.expect("joined")
 	// A small send buffer on the hub's side of B's socket (the kernel
 	// would grow it to megabytes), so that what B leaves unread fills it.
-	ts.hub.mu.Lock()
-	for c := range ts.hub.clients {
-		if c.peer != nil && c.peer.id == wb.ID {
-			if err := c.ws.NetConn().(*net.TCPConn).SetWriteBuffer(4096); err != nil {
-				t.Error(err)
-			}
-		}
+	if err := hubSocket(t, ts, wb.ID).(*net.TCPConn).SetWriteBuffer(4096); err != nil {
+		t.Error(err)
 	}
-	ts.hub.mu.Unlock()
 	const n = 20 // 1 MB: more than B's receive buffer and that send buffer hold
 	for i := range n {
 		a.send(map[string]any{"type": "signal", "to": wb.ID, "payload": map[string]any{"i": i, "pad": strings.Repeat("x", 50000)}})
@@ -252,14 +246,8 @@ func TestDirectWriteAfterWriterDeadline(t *testing.T) {
 	a, _ := ts.join(t, "deadline", "A")
 	b, wb := ts.join(t, "deadline", "B")
 	a.expect("joined")
-	ts.hub.mu.Lock()
-	for c := range ts.hub.clients {
-		if c.peer != nil && c.peer.id == wb.ID {
-			// What the writer left, moved into the past rather than waited for.
-			c.ws.NetConn().SetWriteDeadline(time.Now().Add(-time.Second))
-		}
-	}
-	ts.hub.mu.Unlock()
+	// What the writer left, moved into the past rather than waited for.
+	hubSocket(t, ts, wb.ID).SetWriteDeadline(time.Now().Add(-time.Second))
 	a.send(map[string]any{"type": "signal", "to": wb.ID, "payload": 1})
 	if m := b.expect("signal"); string(m.Payload) != "1" {
 		t.Fatalf("got %v", m)
@@ -441,4 +429,18 @@ func TestBurstInOneWrite(t *testing.T) {
 			t.Fatalf("message %d: %v %s (%v)", i, m.Type, m.Payload, err)
 		}
 	}
+}
+
+// hubSocket is the hub's side of the socket of the peer with id.
+func hubSocket(t testing.TB, ts *testServer, id string) net.Conn {
+	t.Helper()
+	ts.hub.mu.Lock()
+	defer ts.hub.mu.Unlock()
+	for c := range ts.hub.clients {
+		if c.peer != nil && c.peer.id == id {
+			return c.ws.NetConn()
+		}
+	}
+	t.Fatalf("no hub client for peer %s", id)
+	return nil
 }
