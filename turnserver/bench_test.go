@@ -23,7 +23,12 @@ func benchRelay(b *testing.B, bitrate float64) (*relayConn, *net.UDPConn) {
 	}
 	guard := newRelayGuard(3478, netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.1"),
 		[]netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:8080"), netip.MustParseAddrPort("127.0.0.1:9478")})
-	rc := newRelayConn(rs, guard, bitrate, nil)
+	loop := newTestLoop(b)
+	rc, err := newRelayConn(rs, guard, bitrate, nil, loop)
+	if err != nil {
+		b.Fatal(err)
+	}
+	loop.start()
 	rc.addPeer(netip.MustParseAddr("127.0.0.1"))
 	b.Cleanup(func() {
 		rc.Close()

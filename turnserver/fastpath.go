@@ -27,11 +27,8 @@ package turnserver
 
 import (
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
-	"net"
 	"net/netip"
-	"syscall"
 )
 
 const (
@@ -156,20 +153,4 @@ func bindingReply(out, req []byte, src netip.AddrPort) []byte {
 	end := 20 + size
 	binary.BigEndian.PutUint32(f[4:8], crc32.ChecksumIEEE(out[:end-8])^fingerprintXOR)
 	return out[:end]
-}
-
-// udpSock is a socket as the data plane's I/O (mmsg_*.go) uses it.
-type udpSock struct {
-	conn *net.UDPConn
-	rc   syscall.RawConn
-	v6   bool // AF_INET6: IPv4 destinations go IPv4-mapped
-}
-
-func newUDPSock(c *net.UDPConn) (*udpSock, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("turnserver: raw conn of %s: %w", c.LocalAddr(), err)
-	}
-	la, _ := c.LocalAddr().(*net.UDPAddr)
-	return &udpSock{conn: c, rc: rc, v6: la != nil && la.IP.To4() == nil}, nil
 }

@@ -172,22 +172,28 @@ func newFastPair(tb testing.TB) *fastPair {
 		return c
 	}
 	lc, rs, client, peer := listen(), listen(), listen(), listen()
-	l, err := newUDPListener(lc, nil)
+	loop := newTestLoop(tb)
+	l, err := newUDPListener(lc, testAuthenticator(tb), loop)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	guard := newRelayGuard(uint16(lc.LocalAddr().(*net.UDPAddr).Port), netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.1"), nil)
-	rc := newRelayConn(rs, guard, 0, nil)
+	tb.Cleanup(func() { l.Close() })
+	guard := newRelayGuard(uint16(l.LocalAddr().(*net.UDPAddr).Port), netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.1"), nil)
+	rc, err := newRelayConn(rs, guard, 0, nil, loop)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(func() { rc.Close() })
 	peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
 	rc.addPeer(peerAddr.Addr())
 	rc.addChannel(0x4000, peerAddr)
 	l.allocationCreated(client.LocalAddr().(*net.UDPAddr).AddrPort(), rc)
+	loop.start()
 	return &fastPair{l: l, rc: rc, client: client, peer: peer}
 }
 
 func (fp *fastPair) listenAddr() netip.AddrPort {
-	return fp.l.UDPConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return fp.l.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 func (fp *fastPair) relayAddr() netip.AddrPort { return fp.rc.LocalAddr().(*net.UDPAddr).AddrPort() }
 
@@ -211,7 +217,6 @@ func TestFastPathRelays(t *testing.T) {
 	if _, err := fp.client.WriteToUDPAddrPort(toPion, fp.listenAddr()); err != nil {
 		t.Fatal(err)
 	}
-	fp.l.auth = testAuthenticator(t)
 	n, _, err := fp.l.ReadFrom(buf)
 	if err != nil || !bytes.Equal(buf[:n], toPion) {
 		t.Fatalf("pion got %d bytes %v, want the Refresh", n, err)
@@ -261,8 +266,8 @@ func TestFastPathRelays(t *testing.T) {
 	}
 }
 
-// BenchmarkFastPathUp is client → peer: the client's sendto, one recvmmsg
-// of the listener, the checks, the relay's sendto.
+// BenchmarkFastPathUp is client → peer: the client's sendto, the loop's
+// wake-up, one recvmmsg of the listener, the checks, the relay's sendto.
 func BenchmarkFastPathUp(b *testing.B) {
 	fp := newFastPair(b)
 	msg := append([]byte{0x40, 0x00, 0x00, 0xC8}, make([]byte, 200)...)
@@ -274,16 +279,6 @@ func BenchmarkFastPathUp(b *testing.B) {
 		if _, err := fp.client.WriteToUDPAddrPort(msg, dst); err != nil {
 			b.Fatal(err)
 		}
-		if err := fp.l.fill(); err != nil {
-			b.Fatal(err)
-		}
-		for i := range fp.l.got {
-			p, src, _ := fp.l.rd.msg(i)
-			if !fp.l.handle(i, p, src) {
-				b.Fatal("not handled")
-			}
-		}
-		fp.l.flush()
 		if _, _, err := fp.peer.ReadFromUDPAddrPort(buf); err != nil {
 			b.Fatal(err)
 		}
@@ -319,7 +314,7 @@ func BenchmarkFastPathDown(b *testing.B) {
 }
 
 // BenchmarkFastPathBinding is one Binding request answered by the
-// listener: the client's sendto, recvmmsg, the reply, sendmmsg.
+// loop: the client's sendto, the wake-up, recvmmsg, the reply, sendmmsg.
 func BenchmarkFastPathBinding(b *testing.B) {
 	fp := newFastPair(b)
 	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw
@@ -328,18 +323,6 @@ func BenchmarkFastPathBinding(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := fp.client.WriteToUDPAddrPort(req, dst); err != nil {
-			b.Fatal(err)
-		}
-		if err := fp.l.fill(); err != nil {
-			b.Fatal(err)
-		}
-		for i := range fp.l.got {
-			p, src, _ := fp.l.rd.msg(i)
-			if !fp.l.handle(i, p, src) {
-				b.Fatal("not handled")
-			}
-		}
-		if err := fp.l.wr.flush(); err != nil {
 			b.Fatal(err)
 		}
 		if _, _, err := fp.client.ReadFromUDPAddrPort(buf); err != nil {
@@ -413,13 +396,12 @@ func TestFastPathFollowsPion(t *testing.T) {
 	}
 }
 
-// TestFastPathBursts: the readers park without an EAGAIN read when a
-// batch comes back short, which is only right if every datagram queued
-// behind it raises a wake-up. Bursts in both directions, then silence:
-// every datagram must arrive without a later one to push it out.
+// TestFastPathBursts: the loop reads one batch per ready socket per
+// wake-up, which is only right if whatever stays queued is reported again.
+// Bursts in both directions, then silence: every datagram must arrive
+// without a later one to push it out.
 func TestFastPathBursts(t *testing.T) {
 	fp := newFastPair(t)
-	fp.l.auth = testAuthenticator(t)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -432,7 +414,7 @@ func TestFastPathBursts(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		fp.rc.Close()
-		fp.l.UDPConn.Close()
+		fp.l.Close()
 		wg.Wait()
 	})
 	tests := []struct {

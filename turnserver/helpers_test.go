@@ -380,3 +380,15 @@ func mustPrefixes(cidrs ...string) []netip.Prefix {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newTestLoop is a data-plane loop for sockets a test wraps itself; the
+// test starts it once its members are in, and it stops after them.
+func newTestLoop(tb testing.TB) *dataLoop {
+	tb.Helper()
+	lp, err := newDataLoop(slog.New(slog.DiscardHandler))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(lp.stop)
+	return lp
+}

@@ -59,106 +59,136 @@ func setReusePort(network, address string, rc syscall.RawConn) error {
 // udpListener is one of the UDP listening sockets as pion sees it: it
 // shows each STUN request to the authenticator before pion reads it, and
 // is the client side of the data plane (fastpath.go): ChannelData for
-// bound channels and Binding requests never reach pion.
+// bound channels and Binding requests never reach pion. The data plane's
+// loop (loop_linux.go) reads the socket; pion's read loop gets the rest
+// through a queue.
 type udpListener struct {
-	*net.UDPConn
+	sock  *udpSock
 	auth  *authenticator
 	local netip.AddrPort
-	done  chan struct{}
-	once  sync.Once
+	loop  *dataLoop
+	id    int32 // in the loop
+
+	toPion    *pionQueue
+	done      chan struct{} // closed when pion's read loop got its final error
+	once      sync.Once
+	closeOnce sync.Once
+	// slot is pion's side of the verdict: that of the request pion's
+	// read loop has just read (see auth.go). Used by pion's goroutine.
+	slot verdictSlot
 
 	mu      sync.Mutex
 	clients map[netip.AddrPort]*relayConn // guarded by mu: relay of each client with a UDP allocation here
 
-	sock *udpSock
-
-	// owned by the single reader, pion's read loop
+	// owned by the loop
 	in      inspector
-	out     *dgram       // single replies to clients
 	up      *batchWriter // ChannelData payloads to relay sockets
 	rd      *batchReader
-	wr      *batchWriter
-	replies []byte // a Binding reply slot per datagram of a batch
-	next    int    // next datagram of the batch to look at
-	got     int    // datagrams in the batch
-	pion    int    // datagram of the batch for pion; -1: none
+	wr      *batchWriter // Binding replies
+	down    *batchWriter // peer → client ChannelData
+	replies []byte       // a Binding reply slot per datagram of a batch
 }
 
 // udpBatch is how many datagrams one recvmmsg (and one sendmmsg of Binding
 // replies) carries at most; udpBufSize holds any datagram pion would take
-// (pionMTU) with room to tell a longer one apart.
+// (pionMTU) with room to tell a longer one apart. pionQueueSize bounds the
+// requests waiting for pion on one socket.
 const (
-	udpBatch   = 32
-	udpBufSize = 2048
+	udpBatch      = 32
+	udpBufSize    = 2048
+	pionQueueSize = 256
 )
 
-func newUDPListener(c *net.UDPConn, auth *authenticator) (*udpListener, error) {
+// newUDPListener takes c's socket over (see newUDPSock) and puts it in the
+// loop.
+func newUDPListener(c *net.UDPConn, auth *authenticator, loop *dataLoop) (*udpListener, error) {
 	sock, err := newUDPSock(c)
 	if err != nil {
 		return nil, err
 	}
 	l := &udpListener{
-		UDPConn: c, auth: auth, local: addrPortOf(c.LocalAddr()), done: make(chan struct{}),
+		sock: sock, auth: auth, local: sock.localAddrPort(), loop: loop,
+		toPion: newPionQueue(pionQueueSize), done: make(chan struct{}),
 		clients: make(map[netip.AddrPort]*relayConn),
-		sock:    sock, out: newDgram(), up: newBatchWriter(nil, udpBatch),
-		rd: newBatchReader(sock, udpBatch, udpBufSize), wr: newBatchWriter(sock, udpBatch),
-		replies: make([]byte, udpBatch*bindingReplyMaxSize), pion: -1,
+		up:      newBatchWriter(nil, udpBatch),
+		rd:      newBatchReader(sock, udpBatch, udpBufSize), wr: newBatchWriter(sock, udpBatch),
+		down:    newBatchWriter(sock, udpBatch),
+		replies: make([]byte, udpBatch*bindingReplyMaxSize),
 	}
-	l.rd.onBatch = l.onBatch
+	if l.id, err = loop.add(loopMember{l: l}, sock); err != nil {
+		sock.close()
+		return nil, err
+	}
 	return l, nil
 }
 
 // ReadFrom returns the next datagram pion must handle; the data plane's
-// datagrams are handled on the way, inside the batch reader's loop.
+// datagrams never come here.
 func (l *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	if l.pion < 0 && !l.consume() {
-		if err := l.rd.serve(); err != nil {
-			// pion's loop ends on the first error; mark it so Close
-			// knows the reader is gone.
-			l.once.Do(func() { close(l.done) })
-			return 0, nil, err
-		}
+	n, src, v, ok := l.toPion.get(p)
+	if !ok {
+		// pion's loop ends on the first error; mark it so Close
+		// knows the reader is gone.
+		l.once.Do(func() { close(l.done) })
+		return 0, nil, net.ErrClosed
 	}
-	i := l.pion
-	l.pion = -1
-	l.flush()
-	pkt, src, trunc := l.rd.msg(i)
-	n := copy(p, pkt)
-	if trunc {
-		n = len(p) // pion drops it as too long
-	}
+	l.slot.put(v)
 	// pion keeps the address of an allocation's client: a fresh one
 	// each time.
 	return n, net.UDPAddrFromAddrPort(src), nil
 }
 
-// onBatch takes a batch the reader just filled.
-func (l *udpListener) onBatch(n int) bool {
-	l.next, l.got = 0, n
-	return l.consume()
+// WriteTo sends pion's replies and Data indications.
+func (l *udpListener) WriteTo(p []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, fmt.Errorf("turnserver: write to %T, want *net.UDPAddr", addr)
+	}
+	if err := sendTo(l.sock, p, ua.AddrPort()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
-// consume handles the rest of the batch until a datagram for pion, which
-// it leaves in l.pion (true); at the end of the batch it sends the
-// Binding replies (false).
-func (l *udpListener) consume() bool {
-	for l.next < l.got {
-		i := l.next
-		l.next++
+// Close ends pion's read loop and closes the socket.
+func (l *udpListener) Close() error {
+	err := net.ErrClosed
+	l.closeOnce.Do(func() {
+		l.toPion.close()
+		l.loop.forget(l.id)
+		err = l.sock.close()
+	})
+	return err
+}
+
+func (l *udpListener) LocalAddr() net.Addr { return l.sock.local }
+
+var errNoDeadline = errors.New("turnserver: deadlines are not supported on data plane sockets")
+
+func (l *udpListener) SetDeadline(time.Time) error      { return errNoDeadline }
+func (l *udpListener) SetReadDeadline(time.Time) error  { return errNoDeadline }
+func (l *udpListener) SetWriteDeadline(time.Time) error { return errNoDeadline }
+
+// serveBatch reads one batch (the loop's call when the socket is ready):
+// the data plane's datagrams are handled here, the rest queued for pion
+// with the authenticator's verdict.
+func (l *udpListener) serveBatch() {
+	n, err := l.rd.read()
+	if err != nil || n == 0 {
+		return // closed, or nothing after all
+	}
+	for i := range n {
 		pkt, src, trunc := l.rd.msg(i)
 		if !trunc && l.handle(i, pkt, src) {
 			continue
 		}
-		l.pion = i
-		return true
+		l.toPion.put(pkt, src, trunc, l.in.slot.take())
 	}
 	l.flush()
-	return false
 }
 
 // flush sends what the batch queued: payloads for a relay socket and
-// Binding replies. Best effort, as pion's own writes: a read reports a
-// closed socket.
+// Binding replies. Best effort, as pion's own writes.
 func (l *udpListener) flush() {
 	if l.up.n > 0 {
 		l.up.flush() //nolint:errcheck // see above
@@ -166,16 +196,6 @@ func (l *udpListener) flush() {
 	if l.wr.n > 0 {
 		l.wr.flush() //nolint:errcheck // see above
 	}
-}
-
-// fill reads one batch (tests and benchmarks drive the reader with it).
-func (l *udpListener) fill() error {
-	n, err := l.rd.read()
-	if err != nil {
-		return err
-	}
-	l.next, l.got = 0, n
-	return nil
 }
 
 // handle is the data plane and the authenticator's look at datagram i of
@@ -201,7 +221,7 @@ func (l *udpListener) handle(i int, p []byte, src netip.AddrPort) bool {
 		return true
 	}
 	if reply := l.auth.inspect(&l.in, p, false, src, l.local); reply != nil {
-		l.out.sendTo(l.sock, reply, src) //nolint:errcheck // best effort, as pion's own replies
+		sendTo(l.sock, reply, src) //nolint:errcheck // best effort, as pion's own replies
 		return true
 	}
 	return false

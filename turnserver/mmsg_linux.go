@@ -3,6 +3,7 @@ package turnserver
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"syscall"
 	"unsafe"
@@ -13,18 +14,16 @@ import (
 // UDP I/O of the data plane: recvmmsg/sendmmsg batches and single
 // datagrams, written against the system calls rather than
 // golang.org/x/net's ReadBatch/WriteBatch (which return each source as a
-// new *net.UDPAddr, one allocation per datagram) or net.UDPConn (see
-// below). Addresses stay netip.AddrPort in preallocated space. Everything
-// runs through syscall.RawConn, so a read that would block parks the
-// goroutine in Go's netpoller like any other socket read, and a close
-// cannot race a call in flight.
+// new *net.UDPAddr, one allocation per datagram). Addresses stay
+// netip.AddrPort in preallocated space. The sockets are the data plane's
+// own (udpSock, out of Go's netpoller) and non-blocking: every call
+// returns at once, and only the loop (loop_linux.go) waits, in epoll.
 //
 // The calls are RawSyscall, without the runtime's entersyscall/exitsyscall:
-// the sockets are non-blocking, so each call returns at once. Measured under
-// perf at 1,000 packets/s, entersyscall cost more than the packets: each
-// one wakes the runtime's sysmon thread from its idle sleep and resets it
-// to polling every 20 µs, some 20 % of the process's CPU in context
-// switches (see docs/performance.md).
+// a call that cannot block needs neither. Measured under perf at 1,000
+// packets/s, entersyscall cost more than the packets when the runtime's
+// sysmon thread was idle: each one woke it and reset it to polling every
+// 20 µs (see docs/performance.md).
 
 // mmsghdr is struct mmsghdr of <sys/socket.h>.
 type mmsghdr struct {
@@ -36,27 +35,20 @@ type mmsghdr struct {
 // sockaddr holds a sockaddr_in or sockaddr_in6, whichever the kernel writes.
 type sockaddr = unix.RawSockaddrInet6
 
-// batchReader reads up to len(bufs) datagrams per system call. Owned by
-// one goroutine.
+// batchReader reads up to len(bufs) datagrams per system call from one
+// socket. Owned by one goroutine.
 type batchReader struct {
-	rc    syscall.RawConn
+	sock  *udpSock
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	names []sockaddr
 	bufs  [][]byte
-	// results of the last read
-	n     int
-	errno syscall.Errno
-	fn    func(fd uintptr) bool // r.recv, bound once so Read does not allocate
-	// onBatch, when serving, takes each batch and reports whether serve
-	// should return (see serve).
-	onBatch func(n int) bool
-	serveFn func(fd uintptr) bool // r.serveRecv, bound once
+	n     int // datagrams of the last read
 }
 
 func newBatchReader(s *udpSock, batch, size int) *batchReader {
 	r := &batchReader{
-		rc:    s.rc,
+		sock:  s,
 		hdrs:  make([]mmsghdr, batch),
 		iovs:  make([]unix.Iovec, batch),
 		names: make([]sockaddr, batch),
@@ -71,88 +63,41 @@ func newBatchReader(s *udpSock, batch, size int) *batchReader {
 		r.hdrs[i].hdr.SetIovlen(1)
 		r.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 	}
-	r.fn = r.recv
-	r.serveFn = r.serveRecv
 	return r
 }
 
-// read fills the batch and returns how many datagrams arrived (at least
-// one), blocking until one does.
+// read fills the batch without waiting and returns how many datagrams
+// it holds: 0 when none is queued.
 func (r *batchReader) read() (int, error) {
-	r.n, r.errno = 0, 0
-	if err := r.rc.Read(r.fn); err != nil {
-		return 0, err
+	r.n = 0
+	fd, ok := r.sock.acquire()
+	if !ok {
+		return 0, net.ErrClosed
 	}
-	if r.errno != 0 {
-		return 0, fmt.Errorf("turnserver: recvmmsg: %w", r.errno)
+	defer r.sock.release()
+	n, e := recvmmsg(fd, r.hdrs)
+	switch e {
+	case 0:
+		r.n = n
+	case unix.EAGAIN:
+	default:
+		return 0, fmt.Errorf("turnserver: recvmmsg: %w", e)
 	}
 	return r.n, nil
 }
 
-func (r *batchReader) recv(fd uintptr) bool {
-	switch r.recvmmsg(fd) {
-	case unix.EAGAIN:
-		return false // wait in the netpoller
-	}
-	return true
-}
-
-func (r *batchReader) recvmmsg(fd uintptr) syscall.Errno {
-	for i := range r.hdrs {
-		r.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(sockaddr{}))
-		r.hdrs[i].hdr.Flags = 0
+// recvmmsg reads up to len(hdrs) datagrams from fd, without waiting.
+func recvmmsg(fd int, hdrs []mmsghdr) (int, syscall.Errno) {
+	for i := range hdrs {
+		hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(sockaddr{}))
+		hdrs[i].hdr.Flags = 0
 	}
 	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), 0, 0, 0)
-		switch e {
-		case 0:
-			r.n = int(n)
-			return 0
-		case unix.EINTR:
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EINTR {
 			continue
-		case unix.EAGAIN:
-			return e
 		}
-		r.errno = e
-		return e
-	}
-}
-
-// serve reads batches and hands each to r.onBatch inside one RawConn.Read,
-// until onBatch returns true or the socket fails. A batch shorter than the
-// array proves the queue was empty at that instant, so serve parks in the
-// netpoller right away instead of asking again for the EAGAIN Go's
-// edge-triggered poller otherwise needs: any datagram arriving later
-// raises a new edge, which wakes the parked read (or, arriving while the
-// batch is handled, leaves the poller ready for it). One system call per
-// wake-up less; under this machine's virtualisation a system call costs
-// microseconds.
-func (r *batchReader) serve() error {
-	r.errno = 0
-	if err := r.rc.Read(r.serveFn); err != nil {
-		return err
-	}
-	if r.errno != 0 {
-		return fmt.Errorf("turnserver: recvmmsg: %w", r.errno)
-	}
-	return nil
-}
-
-func (r *batchReader) serveRecv(fd uintptr) bool {
-	for {
-		switch r.recvmmsg(fd) {
-		case 0:
-		case unix.EAGAIN:
-			return false
-		default:
-			return true
-		}
-		if r.onBatch(r.n) {
-			return true
-		}
-		if r.n < len(r.hdrs) {
-			return false
-		}
+		return int(n), e
 	}
 }
 
@@ -200,15 +145,11 @@ func putSockaddr(sa *sockaddr, dst netip.AddrPort, v6 bool) uint32 {
 // one goroutine; the payloads must stay untouched until flush.
 type batchWriter struct {
 	sock  *udpSock // the socket the queued datagrams leave on (see to)
-	rc    syscall.RawConn
-	v6    bool // the socket is AF_INET6
+	v6    bool     // the socket is AF_INET6
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	names []sockaddr
 	n     int // queued
-	sent  int // progress of the flush in flight
-	errno syscall.Errno
-	fn    func(fd uintptr) bool
 }
 
 // newBatchWriter returns a writer for s; s may be nil when every batch
@@ -224,7 +165,6 @@ func newBatchWriter(s *udpSock, batch int) *batchWriter {
 		w.hdrs[i].hdr.SetIovlen(1)
 		w.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
 	}
-	w.fn = w.send
 	if s != nil {
 		w.to(s)
 	}
@@ -234,7 +174,7 @@ func newBatchWriter(s *udpSock, batch int) *batchWriter {
 // to makes s the socket of the next datagrams; the caller flushes first
 // when datagrams for another socket are queued.
 func (w *batchWriter) to(s *udpSock) {
-	w.sock, w.rc, w.v6 = s, s.rc, s.v6
+	w.sock, w.v6 = s, s.v6
 }
 
 // full reports whether the next add needs a flush first.
@@ -257,38 +197,26 @@ func (w *batchWriter) add(p []byte, dst netip.AddrPort) {
 // WriteTo of a single datagram would be: UDP is best effort.
 func (w *batchWriter) flush() error {
 	var err error
-	for w.sent = 0; w.sent < w.n; {
-		w.errno = 0
-		if rerr := w.rc.Write(w.fn); rerr != nil {
-			err = rerr // socket closed
-			break
+	if fd, ok := w.sock.acquire(); ok {
+		for sent := 0; sent < w.n; {
+			n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&w.hdrs[sent])), uintptr(w.n-sent), unix.MSG_DONTWAIT, 0, 0)
+			switch e {
+			case 0:
+				sent += int(n)
+			case unix.EINTR:
+			default:
+				sent++ // skip the datagram at fault
+			}
 		}
-		if w.errno != 0 {
-			w.sent++ // skip the datagram at fault
-		}
+		w.sock.release()
+	} else {
+		err = net.ErrClosed
 	}
 	for i := range w.n {
 		w.iovs[i].Base = nil // drop references to the payloads
 	}
 	w.n = 0
 	return err
-}
-
-func (w *batchWriter) send(fd uintptr) bool {
-	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdrs[w.sent])), uintptr(w.n-w.sent), 0, 0, 0)
-		switch e {
-		case 0:
-			w.sent += int(n)
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		w.errno = e
-		return true
-	}
 }
 
 // listenerBuffer is the receive and send buffer asked for each listener
@@ -308,81 +236,28 @@ func setBuffers(fd int) {
 	}
 }
 
-// dgram does one sendto or recvfrom at a time through a RawConn. Owned by
-// one goroutine; fn is bound once so a call does not allocate.
-type dgram struct {
-	sa    sockaddr
-	salen uint32
-	p     []byte
-	n     int
-	send  bool
-	errno syscall.Errno
-	fn    func(fd uintptr) bool
-}
-
-func newDgram() *dgram {
-	d := &dgram{}
-	d.fn = d.call
-	return d
-}
-
-func (d *dgram) call(fd uintptr) bool {
-	for {
-		var n uintptr
-		var e syscall.Errno
-		if d.send {
-			n, _, e = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(d.p))), uintptr(len(d.p)),
-				0, uintptr(unsafe.Pointer(&d.sa)), uintptr(d.salen))
-		} else {
-			d.salen = uint32(unsafe.Sizeof(d.sa))
-			// MSG_TRUNC: the datagram's real length, to tell a cut one.
-			n, _, e = unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(d.p))), uintptr(len(d.p)),
-				unix.MSG_TRUNC, uintptr(unsafe.Pointer(&d.sa)), uintptr(unsafe.Pointer(&d.salen)))
-		}
-		switch e {
-		case 0:
-			d.n = int(n)
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		d.errno = e
-		return true
-	}
-}
-
-// sendTo sends p to dst on s.
-func (d *dgram) sendTo(s *udpSock, p []byte, dst netip.AddrPort) error {
+// sendTo sends p to dst on s; safe from any goroutine.
+func sendTo(s *udpSock, p []byte, dst netip.AddrPort) error {
 	v6 := s.v6
 	if v6 && dst.Addr().Is4() {
 		dst = netip.AddrPortFrom(netip.AddrFrom16(dst.Addr().As16()), dst.Port())
 	}
-	d.salen = putSockaddr(&d.sa, dst, v6)
-	d.p, d.send, d.errno = p, true, 0
-	err := s.rc.Write(d.fn)
-	d.p = nil
-	if err == nil && d.errno != 0 {
-		err = fmt.Errorf("turnserver: sendto %s: %w", dst, d.errno)
+	var sa sockaddr
+	salen := putSockaddr(&sa, dst, v6)
+	fd, ok := s.acquire()
+	if !ok {
+		return net.ErrClosed
 	}
-	return err
-}
-
-// recvFrom reads one datagram into p, blocking until one arrives; trunc
-// reports a datagram longer than p (n is then len(p)).
-func (d *dgram) recvFrom(s *udpSock, p []byte) (n int, src netip.AddrPort, trunc bool, err error) {
-	d.p, d.send, d.errno = p, false, 0
-	err = s.rc.Read(d.fn)
-	d.p = nil
-	if err == nil && d.errno != 0 {
-		err = fmt.Errorf("turnserver: recvfrom: %w", d.errno)
+	defer s.release()
+	for {
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
+			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa)), uintptr(salen))
+		switch e {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return fmt.Errorf("turnserver: sendto %s: %w", dst, e)
 	}
-	if err != nil {
-		return 0, netip.AddrPort{}, false, err
-	}
-	if d.n > len(p) {
-		return len(p), sockaddrAddrPort(&d.sa), true, nil
-	}
-	return d.n, sockaddrAddrPort(&d.sa), false, nil
 }

@@ -19,6 +19,7 @@ type relayGenerator struct {
 	inner    *turn.RelayAddressGeneratorPortRange
 	guard    *relayGuard
 	registry *relayRegistry
+	loop     *dataLoop
 	// bytesPerSec is turn.max_bitrate in bytes; 0 is unlimited.
 	bytesPerSec float64
 }
@@ -37,7 +38,10 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 		conn.Close()
 		return nil, nil, fmt.Errorf("turnserver: relay socket is %T, want *net.UDPConn", conn)
 	}
-	rc := newRelayConn(udp, g.guard, g.bytesPerSec, g.registry.remove)
+	rc, err := newRelayConn(udp, g.guard, g.bytesPerSec, g.registry.remove, g.loop)
+	if err != nil {
+		return nil, nil, err
+	}
 	g.registry.add(rc)
 	return rc, addr, nil
 }
@@ -151,14 +155,15 @@ func (s *relayStats) snapshot() relayTotals {
 	return t
 }
 
-// relayBatch is how many datagrams one recvmmsg on a relay socket takes,
-// and one sendmmsg of ChannelData to the client carries. At a few packets
-// per second per call a read brings one datagram; at a high rate a read
-// brings several, all for the same client, so they leave together. A
-// batch shorter than this proves the socket's queue empty, so the reader
-// parks without the EAGAIN read Go's edge-triggered poller otherwise needs
-// (see batchReader.serve).
-const relayBatch = 8
+// relayBatch is how many datagrams the loop reads from one relay socket
+// per wake-up. At a few packets per second per call a read brings one
+// datagram; at a high rate a read brings several, all for the same client,
+// so they leave together. relayQueueSize bounds the peer datagrams waiting
+// for pion on one allocation (Data indications).
+const (
+	relayBatch     = 8
+	relayQueueSize = 16
+)
 
 const (
 	toPeer   = 0
@@ -167,15 +172,18 @@ const (
 
 // relayConn is the relay socket of one allocation as pion sees it. WriteTo
 // carries client→peer datagrams (pion has checked the permission), ReadFrom
-// peer→client ones. Per-packet work is a few comparisons and atomic adds,
-// with no allocation, so a batched reader (recvmmsg) can reuse the checks.
+// the peer→client ones the data plane leaves to pion. Per-packet work is a
+// few comparisons and atomic adds, with no allocation, so the loop can
+// reuse the checks.
 type relayConn struct {
 	// static after construction
-	conn    *net.UDPConn
-	sock    *udpSock // nil if the raw conn failed: pion then relays everything
+	sock    *udpSock
 	port    uint16
 	guard   *relayGuard
+	loop    *dataLoop
+	id      int32 // in the loop
 	onClose func(*relayConn)
+	toPion  *pionQueue
 
 	// peers is the copy-on-write set of peer IPs (unmapped) with a
 	// permission on this allocation, fed by pion's permission events.
@@ -198,26 +206,31 @@ type relayConn struct {
 	// the address within the iteration that received it.
 	lastPeer     netip.AddrPort
 	lastPeerAddr *net.UDPAddr
-	rx           relayRx
 
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
-func newRelayConn(conn *net.UDPConn, guard *relayGuard, bytesPerSec float64, onClose func(*relayConn)) *relayConn {
-	c := &relayConn{conn: conn, guard: guard, onClose: onClose}
-	c.sock, _ = newUDPSock(conn)
-	c.initRx()
-	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
-		c.port = uint16(la.Port)
+// newRelayConn takes conn's socket over (see newUDPSock) and puts it in
+// the loop.
+func newRelayConn(conn *net.UDPConn, guard *relayGuard, bytesPerSec float64, onClose func(*relayConn), loop *dataLoop) (*relayConn, error) {
+	sock, err := newUDPSock(conn)
+	if err != nil {
+		return nil, err
 	}
+	c := &relayConn{sock: sock, port: uint16(sock.local.Port), guard: guard, loop: loop, onClose: onClose,
+		toPion: newPionQueue(relayQueueSize)}
 	c.buckets[toPeer].init(bytesPerSec)
 	c.buckets[toClient].init(bytesPerSec)
 	empty := []netip.Addr{}
 	c.peers.Store(&empty)
 	noChannels := []channelBinding{}
 	c.channels.Store(&noChannels)
-	return c
+	if c.id, err = loop.add(loopMember{r: c}, sock); err != nil {
+		sock.close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // WriteTo sends a client's datagram to a peer. Datagrams callbox refuses
@@ -233,7 +246,10 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if !c.admitOut(dst, len(p)) {
 		return len(p), nil
 	}
-	return c.conn.WriteToUDPAddrPort(p, dst)
+	if err := sendTo(c.sock, p, dst); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // admitOut decides whether a client's datagram of n bytes may go to dst,
@@ -269,29 +285,17 @@ func (c *relayConn) admitIn(src netip.AddrPort, n int) bool {
 	return true
 }
 
-// ReadFrom returns the next peer datagram that has a permission and fits
-// the bitrate; others are dropped here, before pion does any work for them
-// and before they can use up the allocation's rate budget. A datagram from
-// a peer with a bound channel of a UDP allocation does not return at all:
-// it is framed as ChannelData in p and sent to the client here.
+// ReadFrom returns the next peer datagram the data plane leaves to pion
+// (see dataLoop.readRelay): one that has a permission and fits the
+// bitrate, from a peer without a bound channel or for a TCP or TLS
+// allocation. Others were dropped before pion did any work for them or
+// relayed as ChannelData without coming here.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	if c.sock != nil && len(p) > channelHeader {
-		n, src, err := c.readData(p) // relay_linux.go
-		if err != nil {
-			return 0, nil, err
-		}
-		return n, c.peerAddr(src), nil
+	n, src, _, ok := c.toPion.get(p)
+	if !ok {
+		return 0, nil, net.ErrClosed
 	}
-	for {
-		n, src, err := c.conn.ReadFromUDPAddrPort(p)
-		if err != nil {
-			return n, nil, err
-		}
-		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		if c.admitIn(src, n) {
-			return n, c.peerAddr(src), nil
-		}
-	}
+	return n, c.peerAddr(src), nil
 }
 
 // peerAddr returns src as a net.Addr, reused while the peer stays the same
@@ -363,9 +367,6 @@ func (c *relayConn) removeChannel(number uint16) {
 // back to back (a sender's burst), so one sendmmsg on the relay socket
 // carries a run of them. w holds datagrams of one relay socket at a time.
 func (c *relayConn) forward(w *batchWriter, number uint16, payload []byte) bool {
-	if c.sock == nil {
-		return false
-	}
 	peer, ok := c.channelPeer(number)
 	if !ok {
 		return false
@@ -422,9 +423,12 @@ func (c *relayConn) removePeer(ip netip.Addr) {
 }
 
 func (c *relayConn) Close() error {
-	c.closed.Store(true)
-	err := c.conn.Close()
+	err := net.ErrClosed
 	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.toPion.close()
+		c.loop.forget(c.id)
+		err = c.sock.close()
 		if c.onClose != nil {
 			c.onClose(c)
 		}
@@ -432,7 +436,7 @@ func (c *relayConn) Close() error {
 	return err
 }
 
-func (c *relayConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
-func (c *relayConn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
-func (c *relayConn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
-func (c *relayConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+func (c *relayConn) LocalAddr() net.Addr              { return c.sock.local }
+func (c *relayConn) SetDeadline(time.Time) error      { return errNoDeadline }
+func (c *relayConn) SetReadDeadline(time.Time) error  { return errNoDeadline }
+func (c *relayConn) SetWriteDeadline(time.Time) error { return errNoDeadline }

@@ -62,6 +62,7 @@ type Server struct {
 	auth       *authenticator
 	allocs     *allocTable
 	relays     *relayRegistry
+	loop       *dataLoop // reads every UDP listener and relay socket
 	udp        []*udpListener
 	tcp        *tcpListener
 	tls        *tcpListener // nil when turn.tls_listen is off
@@ -103,13 +104,18 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 		sockets = runtime.NumCPU()
 	}
 	s := &Server{cfg: cfg, log: opts.Logger, reg: opts.Registerer, relays: newRelayRegistry()}
+	if s.loop, err = newDataLoop(s.log); err != nil {
+		return nil, err
+	}
 	if err := s.listen(listenIP, port, sockets); err != nil {
+		s.loop.stop()
 		return nil, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
 			s.closeListeners()
+			s.loop.stop()
 		}
 	}()
 
@@ -161,6 +167,7 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 	if err := s.startPion(relayBind, guard); err != nil {
 		return nil, err
 	}
+	s.loop.start()
 	ok = true
 	s.logStart(listenIP, sockets)
 	return s, nil
@@ -229,12 +236,16 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 		}
 		s.udpAddr = udpAddr
 		s.tcpAddr = tl.Addr().(*net.TCPAddr)
-		for _, c := range conns {
-			l, err := newUDPListener(c, nil)
+		for i, c := range conns {
+			l, err := newUDPListener(c, nil, s.loop)
 			if err != nil {
-				for _, c := range conns {
+				for _, c := range conns[i+1:] {
 					c.Close()
 				}
+				for _, l := range s.udp {
+					l.Close()
+				}
+				s.udp = nil
 				tl.Close()
 				return err
 			}
@@ -282,7 +293,7 @@ func (s *Server) closeListeners() {
 		p.Close()
 	}
 	for _, l := range s.udp {
-		l.UDPConn.Close()
+		l.Close()
 	}
 	for _, l := range s.streamListeners() {
 		l.Close()
@@ -329,6 +340,7 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 			},
 			guard:       guard,
 			registry:    s.relays,
+			loop:        s.loop,
 			bytesPerSec: float64(s.cfg.MaxBitrate) / 8,
 		}
 	}
@@ -344,7 +356,7 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 		sc.EventHandler = s.events(nil, l)
 		sc.PacketConnConfigs = []turn.PacketConnConfig{{PacketConn: l, RelayAddressGenerator: generator(), PermissionHandler: permission}}
 		sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
-			return s.auth.authHandler(&l.in.slot, username, realm, src)
+			return s.auth.authHandler(&l.slot, username, realm, src)
 		}
 		ps, err := turn.NewServer(sc)
 		if err != nil {
@@ -421,6 +433,7 @@ func (s *Server) Close() error {
 		for _, rc := range s.relays.all() {
 			rc.Close()
 		}
+		s.loop.stop()
 		s.metrics.unregister(s.reg)
 		s.closeErr = errors.Join(errs...)
 	})

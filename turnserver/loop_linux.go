@@ -1,0 +1,326 @@
+package turnserver
+
+// The data plane's reader: one goroutine reads every UDP listener socket
+// and every relay socket, waiting for all of them in one epoll set with an
+// ordinary blocking epoll_pwait.
+//
+// Before it, each socket had a reader parked in Go's netpoller (pion's
+// listener loop, pion's per-allocation goroutine). At the 5–50 packets per
+// second of a call every datagram found its reader asleep, so each one cost
+// the netpoller thread's wake-up, the scheduler handing the goroutine over,
+// and, whenever the poller found two ready at once, a second thread woken to
+// run the other: about a tenth more CPU than coturn, which sleeps in its
+// own epoll_wait (docs/performance.md). Here the thread that sleeps is the
+// one that reads: the kernel wakes it, it reads every ready socket
+// (recvmmsg), relays what the data plane relays (fastpath.go), sends each
+// listener socket's peer → client ChannelData of the whole wake-up in one
+// sendmmsg, and sleeps again, without the scheduler. What pion must
+// handle (requests, Data indications, TCP allocations' peer datagrams)
+// reaches pion's goroutines through queues (pionQueue).
+//
+// The sockets are out of Go's netpoller (udpSock): were they still in it,
+// each datagram would wake the runtime's epoll thread as well.
+//
+// The wait is syscall.Syscall6, which tells the scheduler that this thread
+// is in a system call: the runtime leaves its P alone while other Ps are
+// idle, and takes it back for other goroutines after 10 ms of silence or
+// when none is idle; the loop gets a P back on wake-up like any system
+// call's return.
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// loopEvents is how many ready sockets one epoll_pwait reports at most;
+// the others are reported at the next (the set is level-triggered).
+const loopEvents = 128
+
+// loopSlots is how many peer datagrams one wake-up holds framed before
+// they are sent.
+const loopSlots = 64
+
+// wakeID is the epoll id of the loop's eventfd; sockets get 1, 2...
+const wakeID = 0
+
+// loopMember is one socket of the loop: a listener or a relay.
+type loopMember struct {
+	l *udpListener
+	r *relayConn
+}
+
+// dataLoop owns the epoll set and the goroutine that waits on it.
+type dataLoop struct {
+	ep   int // epoll set
+	wake int // eventfd that interrupts the wait (stop)
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	members map[int32]loopMember // guarded by mu
+	nextID  int32                // guarded by mu
+	quit    atomic.Bool
+	started bool // owned by the loop's owner
+	done    chan struct{}
+
+	// owned by the loop goroutine
+	events [loopEvents]unix.EpollEvent
+	// Peer datagrams are read into slots and framed as ChannelData in
+	// place (channelHeader bytes kept free in front); framed ones wait in
+	// their listener's down writer until flushDown frees every slot.
+	slots  [loopSlots][pionMTU]byte
+	hdrs   [loopSlots]mmsghdr
+	iovs   [loopSlots]unix.Iovec
+	names  [loopSlots]sockaddr
+	used   int
+	dirty  []*udpListener // listeners with framed datagrams queued
+	wakeRd [8]byte
+}
+
+func newDataLoop(log *slog.Logger) (*dataLoop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("turnserver: epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(ep)
+		return nil, fmt.Errorf("turnserver: eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeID}); err != nil {
+		unix.Close(ep)
+		unix.Close(wake)
+		return nil, fmt.Errorf("turnserver: epoll_ctl eventfd: %w", err)
+	}
+	lp := &dataLoop{ep: ep, wake: wake, log: log, members: make(map[int32]loopMember), done: make(chan struct{})}
+	for i := range lp.hdrs {
+		lp.hdrs[i].hdr.Iov = &lp.iovs[i]
+		lp.hdrs[i].hdr.SetIovlen(1)
+		lp.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&lp.names[i]))
+		lp.iovs[i].Base = &lp.slots[i][channelHeader]
+		lp.iovs[i].SetLen(pionMTU - channelHeader)
+	}
+	return lp, nil
+}
+
+// start runs the loop: after its members' owners are ready, since it
+// calls into them at once. stop ends it.
+func (lp *dataLoop) start() {
+	lp.started = true
+	go lp.run()
+}
+
+// stop ends the loop, waits for it and closes the set. The members'
+// sockets are their owners' to close.
+func (lp *dataLoop) stop() {
+	if lp.quit.Swap(true) {
+		return
+	}
+	if !lp.started {
+		close(lp.done)
+	}
+	var one [8]byte
+	one[0] = 1 // eventfd counters are host-endian; any non-zero value wakes
+	unix.Write(lp.wake, one[:]) //nolint:errcheck // only fails if the counter would overflow: then it is non-zero anyway
+	<-lp.done
+	unix.Close(lp.ep)
+	unix.Close(lp.wake)
+}
+
+// add puts socket s in the set for m and returns its id.
+func (lp *dataLoop) add(m loopMember, s *udpSock) (int32, error) {
+	lp.mu.Lock()
+	for {
+		lp.nextID++
+		if lp.nextID <= wakeID {
+			lp.nextID = wakeID + 1
+		}
+		if _, taken := lp.members[lp.nextID]; !taken {
+			break
+		}
+	}
+	id := lp.nextID
+	lp.members[id] = m
+	lp.mu.Unlock()
+	fd, ok := s.acquire()
+	err := error(syscall.EBADF)
+	if ok {
+		err = unix.EpollCtl(lp.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: id})
+		s.release()
+	}
+	if err != nil {
+		lp.forget(id)
+		return 0, fmt.Errorf("turnserver: epoll_ctl add %s: %w", s.local, err)
+	}
+	return id, nil
+}
+
+// forget drops id; its socket leaves the set when it is closed.
+func (lp *dataLoop) forget(id int32) {
+	lp.mu.Lock()
+	delete(lp.members, id)
+	lp.mu.Unlock()
+}
+
+func (lp *dataLoop) member(id int32) loopMember {
+	lp.mu.Lock()
+	m := lp.members[id]
+	lp.mu.Unlock()
+	return m
+}
+
+func (lp *dataLoop) run() {
+	defer close(lp.done)
+	timeout := -1
+	for !lp.quit.Load() {
+		n, _, e := syscall.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(lp.ep), uintptr(unsafe.Pointer(&lp.events[0])), loopEvents, uintptr(timeout), 0, 0)
+		if e != 0 {
+			if e == unix.EINTR {
+				continue
+			}
+			lp.log.Error("turn: data plane stopped", "err", fmt.Errorf("turnserver: epoll_pwait: %w", e))
+			return
+		}
+		for i := range int(n) {
+			id := lp.events[i].Fd
+			if id == wakeID {
+				unix.Read(lp.wake, lp.wakeRd[:]) //nolint:errcheck // resets the counter; quit is checked next
+				continue
+			}
+			m := lp.member(id)
+			switch {
+			case m.l != nil:
+				m.l.serveBatch()
+			case m.r != nil:
+				lp.readRelay(m.r)
+			}
+		}
+		lp.flushDown()
+	}
+}
+
+// readRelay reads one batch of rc's socket (more stays ready for the next
+// wait) and relays or queues each datagram.
+func (lp *dataLoop) readRelay(rc *relayConn) {
+	if lp.used+relayBatch > loopSlots {
+		lp.flushDown()
+	}
+	fd, ok := rc.sock.acquire()
+	if !ok {
+		return // closed since the event
+	}
+	n, e := recvmmsg(fd, lp.hdrs[lp.used:lp.used+relayBatch])
+	rc.sock.release()
+	if e != 0 {
+		return // EAGAIN; any other error shows again at pion's next write or at close
+	}
+	route := rc.route.Load()
+	for i := lp.used; i < lp.used+n; i++ {
+		h := &lp.hdrs[i]
+		if h.hdr.Flags&unix.MSG_TRUNC != 0 {
+			continue // longer than pion's buffer: no use cut short
+		}
+		size := int(h.len)
+		src := sockaddrAddrPort(&lp.names[i])
+		if !rc.admitIn(src, size) {
+			continue
+		}
+		if route != nil {
+			if number, ok := rc.channelByPeer(src); ok {
+				lp.down(route, frameChannelData(lp.slots[i][:], number, size))
+				continue
+			}
+		}
+		// For pion: a Data indication, or a TCP allocation's datagram.
+		rc.toPion.put(lp.slots[i][channelHeader:channelHeader+size], src, false, verdict{})
+	}
+	lp.used += n
+}
+
+// down queues a framed datagram for the client of route.
+func (lp *dataLoop) down(route *clientRoute, msg []byte) {
+	l := route.out
+	if l.down.n == 0 {
+		lp.dirty = append(lp.dirty, l)
+	} else if l.down.full() {
+		l.down.flush() //nolint:errcheck // best effort, as pion's own writes
+	}
+	l.down.add(msg, route.addr)
+}
+
+// flushDown sends the framed peer datagrams and frees the slots.
+func (lp *dataLoop) flushDown() {
+	for i, l := range lp.dirty {
+		if l.down.n > 0 {
+			l.down.flush() //nolint:errcheck // best effort, as pion's own writes
+		}
+		lp.dirty[i] = nil
+	}
+	lp.dirty = lp.dirty[:0]
+	lp.used = 0
+}
+
+// pionDgram is a datagram on its way to pion.
+type pionDgram struct {
+	buf   [pionMTU]byte
+	n     int
+	trunc bool
+	src   netip.AddrPort
+	v     verdict // the authenticator's verdict on a listener's request
+}
+
+var pionDgramPool = sync.Pool{New: func() any { return new(pionDgram) }}
+
+// pionQueue carries datagrams from the loop to one of pion's reading
+// goroutines. Bounded: when pion falls behind, datagrams are dropped, as
+// a full socket buffer would drop them.
+type pionQueue struct {
+	q       chan *pionDgram
+	closing chan struct{}
+	once    sync.Once
+	dropped atomic.Uint64
+}
+
+func newPionQueue(size int) *pionQueue {
+	return &pionQueue{q: make(chan *pionDgram, size), closing: make(chan struct{})}
+}
+
+// put copies p for pion (the loop's buffers are reused).
+func (pq *pionQueue) put(p []byte, src netip.AddrPort, trunc bool, v verdict) {
+	d := pionDgramPool.Get().(*pionDgram)
+	d.n = copy(d.buf[:], p)
+	d.trunc, d.src, d.v = trunc, src, v
+	select {
+	case pq.q <- d:
+	default:
+		pq.dropped.Add(1)
+		d.v = verdict{}
+		pionDgramPool.Put(d)
+	}
+}
+
+// get waits for the next datagram, copies it into p and returns its
+// length, source and verdict; ok is false once the queue is closed.
+func (pq *pionQueue) get(p []byte) (n int, src netip.AddrPort, v verdict, ok bool) {
+	select {
+	case d := <-pq.q:
+		n = copy(p, d.buf[:d.n])
+		if d.trunc {
+			n = len(p) // pion drops it as too long
+		}
+		src, v = d.src, d.v
+		d.v = verdict{}
+		pionDgramPool.Put(d)
+		return n, src, v, true
+	case <-pq.closing:
+		return 0, netip.AddrPort{}, verdict{}, false
+	}
+}
+
+func (pq *pionQueue) close() { pq.once.Do(func() { close(pq.closing) }) }
