@@ -126,7 +126,7 @@ func (lp *dataLoop) stop() {
 		close(lp.done)
 	}
 	var one [8]byte
-	one[0] = 1 // eventfd counters are host-endian; any non-zero value wakes
+	one[0] = 1                  // eventfd counters are host-endian; any non-zero value wakes
 	unix.Write(lp.wake, one[:]) //nolint:errcheck // only fails if the counter would overflow: then it is non-zero anyway
 	<-lp.done
 	unix.Close(lp.ep)

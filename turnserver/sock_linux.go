@@ -19,7 +19,7 @@ type udpSock struct {
 	// writing to close it, so a call in flight never meets a descriptor
 	// number that was closed and reused.
 	mu    sync.RWMutex
-	fd    int // -1 once closed; guarded by mu
+	fd    int  // -1 once closed; guarded by mu
 	v6    bool // AF_INET6: IPv4 destinations go IPv4-mapped
 	local *net.UDPAddr
 }
