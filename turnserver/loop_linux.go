@@ -31,9 +31,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -175,10 +177,24 @@ func (lp *dataLoop) member(id int32) loopMember {
 	return m
 }
 
+// yieldEvery is how long the loop runs before it passes through the
+// scheduler. The runtime takes a goroutine that has not been scheduled for
+// 10 ms for a runaway: sysmon then preempts it and retakes its P out of
+// every wait (a signal and a thread hand-off each time, and sysmon itself
+// back to polling every 20 µs), since the loop never returns to the
+// scheduler on its own. A yield, when nothing else is runnable, costs one
+// pass through the scheduler.
+const yieldEvery = 8 * time.Millisecond
+
 func (lp *dataLoop) run() {
 	defer close(lp.done)
 	timeout := -1
+	lastYield := monotonicNanos()
 	for !lp.quit.Load() {
+		if now := monotonicNanos(); now-lastYield > int64(yieldEvery) {
+			runtime.Gosched()
+			lastYield = now
+		}
 		n, _, e := syscall.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(lp.ep), uintptr(unsafe.Pointer(&lp.events[0])), loopEvents, uintptr(timeout), 0, 0)
 		if e != 0 {
 			if e == unix.EINTR {
