@@ -179,12 +179,18 @@ func (l *udpListener) serveBatch() {
 	}
 	for i := range n {
 		pkt, src, trunc := l.rd.msg(i)
-		if !trunc && l.handle(i, pkt, src) {
-			continue
-		}
-		l.toPion.put(pkt, src, trunc, l.in.slot.take())
+		l.take(i, pkt, src, trunc)
 	}
 	l.flush()
+}
+
+// take handles datagram i of a batch in the data plane or queues it for
+// pion with the authenticator's verdict.
+func (l *udpListener) take(i int, pkt []byte, src netip.AddrPort, trunc bool) {
+	if !trunc && l.handle(i, pkt, src) {
+		return
+	}
+	l.toPion.put(pkt, src, trunc, l.in.slot.take())
 }
 
 // flush sends what the batch queued: payloads for a relay socket and

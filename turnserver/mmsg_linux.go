@@ -1,3 +1,5 @@
+//go:build linux && !callbox_portable
+
 package turnserver
 
 import (

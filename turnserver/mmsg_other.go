@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || callbox_portable
 
 package turnserver
 
@@ -6,47 +6,20 @@ import (
 	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
-	"syscall"
 )
 
 // Without recvmmsg/sendmmsg the batches hold one datagram per system call;
 // the data plane works the same.
 
-type batchReader struct {
-	onBatch func(n int) bool
-	c       *net.UDPConn
-	bufs    [][]byte
-	n       int
-	src     netip.AddrPort
-	trunc   bool
-}
+type batchReader struct{}
 
-func newBatchReader(s *udpSock, _, size int) *batchReader {
-	return &batchReader{c: s.conn, bufs: [][]byte{make([]byte, size)}}
-}
+func newBatchReader(*udpSock, int, int) *batchReader { return &batchReader{} }
 
-func (r *batchReader) read() (int, error) {
-	n, _, flags, src, err := r.c.ReadMsgUDPAddrPort(r.bufs[0], nil)
-	if err != nil {
-		return 0, err
-	}
-	r.n, r.src, r.trunc = n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), flags&syscall.MSG_TRUNC != 0
-	return 1, nil
-}
+// read finds nothing: the readers of loop_other.go hand datagrams to
+// udpListener.take one at a time.
+func (r *batchReader) read() (int, error) { return 0, nil }
 
-func (r *batchReader) serve() error {
-	for {
-		n, err := r.read()
-		if err != nil {
-			return err
-		}
-		if r.onBatch(n) {
-			return nil
-		}
-	}
-}
-
-func (r *batchReader) msg(int) ([]byte, netip.AddrPort, bool) { return r.bufs[0][:r.n], r.src, r.trunc }
+func (r *batchReader) msg(int) ([]byte, netip.AddrPort, bool) { return nil, netip.AddrPort{}, false }
 
 type batchWriter struct {
 	sock *udpSock
@@ -93,17 +66,8 @@ func setBuffers(fd int) {
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, listenerBuffer) //nolint:errcheck // best effort
 }
 
-// dgram is one datagram at a time through net.UDPConn.
-type dgram struct{}
-
-func newDgram() *dgram { return &dgram{} }
-
-func (d *dgram) sendTo(s *udpSock, p []byte, dst netip.AddrPort) error {
+// sendTo sends p to dst on s; safe from any goroutine.
+func sendTo(s *udpSock, p []byte, dst netip.AddrPort) error {
 	_, err := s.conn.WriteToUDPAddrPort(p, dst)
 	return err
-}
-
-func (d *dgram) recvFrom(s *udpSock, p []byte) (int, netip.AddrPort, bool, error) {
-	n, _, flags, src, err := s.conn.ReadMsgUDPAddrPort(p, nil)
-	return n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), flags&syscall.MSG_TRUNC != 0, err
 }

@@ -62,7 +62,7 @@ type Server struct {
 	auth       *authenticator
 	allocs     *allocTable
 	relays     *relayRegistry
-	loop       *dataLoop // reads every UDP listener and relay socket
+	loops      []*dataLoop // the data plane: each reads its UDP listeners and their relay sockets
 	udp        []*udpListener
 	tcp        *tcpListener
 	tls        *tcpListener // nil when turn.tls_listen is off
@@ -104,18 +104,18 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 		sockets = runtime.NumCPU()
 	}
 	s := &Server{cfg: cfg, log: opts.Logger, reg: opts.Registerer, relays: newRelayRegistry()}
-	if s.loop, err = newDataLoop(s.log); err != nil {
+	if err := s.newLoops(dataLoops(sockets)); err != nil {
 		return nil, err
 	}
 	if err := s.listen(listenIP, port, sockets); err != nil {
-		s.loop.stop()
+		s.stopLoops()
 		return nil, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
 			s.closeListeners()
-			s.loop.stop()
+			s.stopLoops()
 		}
 	}()
 
@@ -167,7 +167,9 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 	if err := s.startPion(relayBind, guard); err != nil {
 		return nil, err
 	}
-	s.loop.start()
+	for _, lp := range s.loops {
+		lp.start()
+	}
 	ok = true
 	s.logStart(listenIP, sockets)
 	return s, nil
@@ -237,7 +239,7 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 		s.udpAddr = udpAddr
 		s.tcpAddr = tl.Addr().(*net.TCPAddr)
 		for i, c := range conns {
-			l, err := newUDPListener(c, nil, s.loop)
+			l, err := newUDPListener(c, nil, s.loops[i%len(s.loops)])
 			if err != nil {
 				for _, c := range conns[i+1:] {
 					c.Close()
@@ -287,6 +289,33 @@ func freeUDPPort(network string, ip netip.Addr) (uint16, error) {
 	return port, nil
 }
 
+// dataLoops is how many loops read the UDP sockets: one per UDP listener
+// socket, but no more than GOMAXPROCS-1. A loop's thread keeps its P while
+// it waits in epoll_pwait (see loop_linux.go), so at least one P must stay
+// for everything else: were every P held that way, the runtime would have
+// to take one back out of a wait for each goroutine that wakes up.
+func dataLoops(sockets int) int {
+	return max(1, min(sockets, runtime.GOMAXPROCS(0)-1))
+}
+
+func (s *Server) newLoops(n int) error {
+	for range n {
+		lp, err := newDataLoop(s.log)
+		if err != nil {
+			s.stopLoops()
+			return err
+		}
+		s.loops = append(s.loops, lp)
+	}
+	return nil
+}
+
+func (s *Server) stopLoops() {
+	for _, lp := range s.loops {
+		lp.stop()
+	}
+}
+
 // closeListeners is New's cleanup when it fails after binding.
 func (s *Server) closeListeners() {
 	for _, p := range s.pion {
@@ -327,9 +356,10 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 		ok, _ := s.auth.policy.check(ip)
 		return ok
 	}
-	generator := func() *relayGenerator {
+	generator := func(loop *dataLoop) *relayGenerator {
 		// One generator per pion server: pion calls it from that server's
-		// read loop only.
+		// read loop only. Its relays join the loop of the server's
+		// listener, whose socket their clients' ChannelData leaves on.
 		return &relayGenerator{
 			inner: &turn.RelayAddressGeneratorPortRange{
 				RelayAddress: net.IP(s.relayIP.AsSlice()),
@@ -340,7 +370,7 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 			},
 			guard:       guard,
 			registry:    s.relays,
-			loop:        s.loop,
+			loop:        loop,
 			bytesPerSec: float64(s.cfg.MaxBitrate) / 8,
 		}
 	}
@@ -354,7 +384,7 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 		l.auth = s.auth
 		sc := base
 		sc.EventHandler = s.events(nil, l)
-		sc.PacketConnConfigs = []turn.PacketConnConfig{{PacketConn: l, RelayAddressGenerator: generator(), PermissionHandler: permission}}
+		sc.PacketConnConfigs = []turn.PacketConnConfig{{PacketConn: l, RelayAddressGenerator: generator(l.loop), PermissionHandler: permission}}
 		sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
 			return s.auth.authHandler(&l.slot, username, realm, src)
 		}
@@ -364,11 +394,11 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 		}
 		s.pion = append(s.pion, ps)
 	}
-	for _, l := range s.streamListeners() {
+	for i, l := range s.streamListeners() {
 		l.auth = s.auth
 		sc := base
 		sc.EventHandler = s.events(l, nil)
-		sc.ListenerConfigs = []turn.ListenerConfig{{Listener: l, RelayAddressGenerator: generator(), PermissionHandler: permission}}
+		sc.ListenerConfigs = []turn.ListenerConfig{{Listener: l, RelayAddressGenerator: generator(s.loops[i%len(s.loops)]), PermissionHandler: permission}}
 		sc.AuthHandler = func(username, realm string, src net.Addr) ([]byte, bool) {
 			slot := l.slot(src)
 			if slot == nil {
@@ -386,7 +416,7 @@ func (s *Server) startPion(relayBind string, guard *relayGuard) error {
 }
 
 func (s *Server) logStart(listenIP netip.Addr, sockets int) {
-	s.log.Info("turn: listening", "udp", s.udpAddr.String(), "tcp", s.tcpAddr.String(), "udp_sockets", sockets,
+	s.log.Info("turn: listening", "udp", s.udpAddr.String(), "tcp", s.tcpAddr.String(), "udp_sockets", sockets, "data_loops", len(s.loops),
 		"relay_address", s.relayIP.String(), "relay_ports", s.cfg.RelayPorts.String(), "realm", s.cfg.Realm,
 		"max_bitrate", s.cfg.MaxBitrate, "user_quota", s.cfg.UserQuota, "total_quota", s.cfg.TotalQuota)
 	// A wrong advertised address is the most common TURN support issue:
@@ -433,7 +463,7 @@ func (s *Server) Close() error {
 		for _, rc := range s.relays.all() {
 			rc.Close()
 		}
-		s.loop.stop()
+		s.stopLoops()
 		s.metrics.unregister(s.reg)
 		s.closeErr = errors.Join(errs...)
 	})

@@ -1,0 +1,85 @@
+//go:build !linux || callbox_portable
+
+package turnserver
+
+import (
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Without epoll, the loop is a goroutine per socket, blocked in its own
+// read; the handling of a datagram runs under the loop's mutex, so the
+// state the Linux loop owns alone still has one owner at a time.
+
+type loopMember struct {
+	l *udpListener
+	r *relayConn
+}
+
+type dataLoop struct {
+	log     *slog.Logger
+	mu      sync.Mutex // serialises the handling of datagrams
+	readers sync.WaitGroup
+	started chan struct{}
+	once    sync.Once
+	nextID  atomic.Int32
+}
+
+func newDataLoop(log *slog.Logger) (*dataLoop, error) {
+	return &dataLoop{log: log, started: make(chan struct{})}, nil
+}
+
+func (lp *dataLoop) start() { lp.once.Do(func() { close(lp.started) }) }
+
+// stop waits for the readers, which end when their sockets close.
+func (lp *dataLoop) stop() {
+	lp.start()
+	lp.readers.Wait()
+}
+
+func (lp *dataLoop) add(m loopMember, s *udpSock) (int32, error) {
+	lp.readers.Add(1)
+	go lp.read(m, s)
+	return lp.nextID.Add(1), nil
+}
+
+func (lp *dataLoop) forget(int32) {}
+
+func (lp *dataLoop) read(m loopMember, s *udpSock) {
+	defer lp.readers.Done()
+	<-lp.started
+	var buf [udpBufSize]byte
+	for {
+		n, _, flags, src, err := s.conn.ReadMsgUDPAddrPort(buf[channelHeader:], nil)
+		if err != nil {
+			return
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		trunc := flags&syscall.MSG_TRUNC != 0
+		lp.mu.Lock()
+		if m.l != nil {
+			m.l.take(0, buf[channelHeader:channelHeader+n], src, trunc)
+			m.l.flush()
+		} else if !trunc && n < pionMTU-channelHeader {
+			relayOne(m.r, buf[:], n, src)
+		}
+		lp.mu.Unlock()
+	}
+}
+
+// relayOne handles a peer datagram of n bytes at buf[channelHeader:].
+func relayOne(rc *relayConn, buf []byte, n int, src netip.AddrPort) {
+	if !rc.admitIn(src, n) {
+		return
+	}
+	if route := rc.route.Load(); route != nil {
+		if number, ok := rc.channelByPeer(src); ok {
+			sendTo(route.out.sock, frameChannelData(buf, number, n), route.addr) //nolint:errcheck // best effort
+			return
+		}
+	}
+	rc.toPion.put(buf[channelHeader:channelHeader+n], src, false, verdict{})
+}
