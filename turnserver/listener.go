@@ -190,7 +190,9 @@ func (l *udpListener) take(i int, pkt []byte, src netip.AddrPort, trunc bool) {
 	if !trunc && l.handle(i, pkt, src) {
 		return
 	}
-	l.toPion.put(pkt, src, trunc, l.in.slot.take())
+	if !l.toPion.put(pkt, src, trunc, l.in.slot.take()) && l.auth.metrics != nil {
+		l.auth.metrics.requestsDropped.Inc()
+	}
 }
 
 // flush sends what the batch queued: payloads for a relay socket and

@@ -171,6 +171,13 @@ func (lp *dataLoop) forget(id int32) {
 	lp.mu.Unlock()
 }
 
+// size is how many sockets the loop reads.
+func (lp *dataLoop) size() int {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	return len(lp.members)
+}
+
 func (lp *dataLoop) member(id int32) loopMember {
 	lp.mu.Lock()
 	m := lp.members[id]
@@ -255,7 +262,7 @@ func (lp *dataLoop) readRelay(rc *relayConn) {
 			}
 		}
 		// For pion: a Data indication, or a TCP allocation's datagram.
-		rc.toPion.put(lp.slots[i][channelHeader:channelHeader+size], src, false, verdict{})
+		rc.toPionIn(lp.slots[i][channelHeader:channelHeader+size], src)
 	}
 	lp.used += n
 }

@@ -21,6 +21,7 @@ const (
 	dropProtectedPort = "protected_port"
 	dropBitrate       = "bitrate"
 	dropNoPermission  = "no_permission"
+	dropPionBusy      = "pion_busy"
 )
 
 // metrics are the server's Prometheus series. Nothing here is labelled by
@@ -31,6 +32,7 @@ type metrics struct {
 	authFailures       *prometheus.CounterVec // reason
 	peersDenied        *prometheus.CounterVec // reason
 	quotaRejections    *prometheus.CounterVec // scope: user, total
+	requestsDropped    prometheus.Counter
 	relay              *relayCollector
 }
 
@@ -56,6 +58,10 @@ func newMetrics(reg prometheus.Registerer, relays *relayRegistry) (*metrics, err
 			Name: metricPrefix + "quota_rejections_total",
 			Help: "Allocate requests refused with 486, by scope (user, total).",
 		}, []string{"scope"}),
+		requestsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricPrefix + "requests_dropped_total",
+			Help: "Datagrams for pion (requests, Send indications, unbound ChannelData) dropped because pion's queue on their listener socket was full: a flood.",
+		}),
 		relay: &relayCollector{registry: relays},
 	}
 	// Pre-create the label values so dashboards see zeroes, not gaps.
@@ -70,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, relays *relayRegistry) (*metrics, err
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.allocationsActive, m.allocationsCreated, m.authFailures, m.peersDenied, m.quotaRejections, m.relay} {
+	for _, c := range []prometheus.Collector{m.allocationsActive, m.allocationsCreated, m.authFailures, m.peersDenied, m.quotaRejections, m.requestsDropped, m.relay} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if errors.As(err, &already) {
@@ -86,7 +92,7 @@ func (m *metrics) unregister(reg prometheus.Registerer) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.allocationsActive, m.allocationsCreated, m.authFailures, m.peersDenied, m.quotaRejections, m.relay} {
+	for _, c := range []prometheus.Collector{m.allocationsActive, m.allocationsCreated, m.authFailures, m.peersDenied, m.quotaRejections, m.requestsDropped, m.relay} {
 		reg.Unregister(c)
 	}
 }
@@ -97,7 +103,7 @@ var (
 	relayBytesDesc = prometheus.NewDesc(metricPrefix+"relayed_bytes_total",
 		"Payload bytes relayed, by direction.", []string{"direction"}, nil)
 	relayDroppedDesc = prometheus.NewDesc(metricPrefix+"relay_dropped_packets_total",
-		"Datagrams dropped by callbox's relay policy, by direction and reason (protected_port, bitrate, no_permission).",
+		"Datagrams dropped by callbox's relay policy, by direction and reason (protected_port, bitrate, no_permission; pion_busy: a peer datagram for pion, a Data indication, while pion's queue for the allocation was full).",
 		[]string{"direction", "reason"}, nil)
 )
 
@@ -122,12 +128,13 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(relayDroppedDesc, prometheus.CounterValue, float64(t.protected[d]), dir, dropProtectedPort)
 		ch <- prometheus.MustNewConstMetric(relayDroppedDesc, prometheus.CounterValue, float64(t.bitrate[d]), dir, dropBitrate)
 		ch <- prometheus.MustNewConstMetric(relayDroppedDesc, prometheus.CounterValue, float64(t.noPerm[d]), dir, dropNoPermission)
+		ch <- prometheus.MustNewConstMetric(relayDroppedDesc, prometheus.CounterValue, float64(t.busy[d]), dir, dropPionBusy)
 	}
 }
 
 // relayTotals are counters per direction (index 0 client→peer, 1 peer→client).
 type relayTotals struct {
-	packets, bytes, protected, bitrate, noPerm [2]uint64
+	packets, bytes, protected, bitrate, noPerm, busy [2]uint64
 }
 
 func (t *relayTotals) add(o relayTotals) {
@@ -137,6 +144,7 @@ func (t *relayTotals) add(o relayTotals) {
 		t.protected[d] += o.protected[d]
 		t.bitrate[d] += o.bitrate[d]
 		t.noPerm[d] += o.noPerm[d]
+		t.busy[d] += o.busy[d]
 	}
 }
 

@@ -3,7 +3,6 @@ package turnserver
 import (
 	"net/netip"
 	"sync"
-	"sync/atomic"
 )
 
 // pionDgram is a datagram on its way to pion.
@@ -24,24 +23,25 @@ type pionQueue struct {
 	q       chan *pionDgram
 	closing chan struct{}
 	once    sync.Once
-	dropped atomic.Uint64
 }
 
 func newPionQueue(size int) *pionQueue {
 	return &pionQueue{q: make(chan *pionDgram, size), closing: make(chan struct{})}
 }
 
-// put copies p for pion (the loop's buffers are reused).
-func (pq *pionQueue) put(p []byte, src netip.AddrPort, trunc bool, v verdict) {
+// put copies p for pion (the loop's buffers are reused); false: the queue
+// is full and p is dropped.
+func (pq *pionQueue) put(p []byte, src netip.AddrPort, trunc bool, v verdict) bool {
 	d := pionDgramPool.Get().(*pionDgram)
 	d.n = copy(d.buf[:], p)
 	d.trunc, d.src, d.v = trunc, src, v
 	select {
 	case pq.q <- d:
+		return true
 	default:
-		pq.dropped.Add(1)
 		d.v = verdict{}
 		pionDgramPool.Put(d)
+		return false
 	}
 }
 

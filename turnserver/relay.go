@@ -140,7 +140,7 @@ func monotonicNanos() int64 { return int64(time.Since(epoch)) }
 // relayStats are one relay conn's counters; index 0 is client→peer, 1 is
 // peer→client.
 type relayStats struct {
-	packets, bytes, protected, bitrate, noPerm [2]atomic.Uint64
+	packets, bytes, protected, bitrate, noPerm, busy [2]atomic.Uint64
 }
 
 func (s *relayStats) snapshot() relayTotals {
@@ -151,6 +151,7 @@ func (s *relayStats) snapshot() relayTotals {
 		t.protected[d] = s.protected[d].Load()
 		t.bitrate[d] = s.bitrate[d].Load()
 		t.noPerm[d] = s.noPerm[d].Load()
+		t.busy[d] = s.busy[d].Load()
 	}
 	return t
 }
@@ -307,6 +308,14 @@ func (c *relayConn) peerAddr(src netip.AddrPort) net.Addr {
 		c.lastPeerAddr = net.UDPAddrFromAddrPort(src)
 	}
 	return c.lastPeerAddr
+}
+
+// toPionIn queues a peer datagram for pion's reader, counting a drop
+// when pion is that far behind.
+func (c *relayConn) toPionIn(p []byte, src netip.AddrPort) {
+	if !c.toPion.put(p, src, false, verdict{}) {
+		c.stats.busy[toClient].Add(1)
+	}
 }
 
 // channelByPeer returns the channel bound to peer, if any.
