@@ -58,6 +58,7 @@ type TURN struct {
 	// MaxBitrate is per allocation and direction, in bits per second; 0 is unlimited.
 	MaxBitrate int64 `toml:"max_bitrate"`
 	// UDPSockets is how many SO_REUSEPORT sockets share the UDP listen port; 0 means one per core.
+	// The data plane reads them with one thread each, at most GOMAXPROCS-1 threads (turnserver.dataLoops).
 	UDPSockets int `toml:"udp_sockets"`
 	// TLSListen serves TURN over TLS (turns:, standard port 5349); empty is off. Needs [tls].
 	TLSListen string `toml:"tls_listen"`

@@ -7,23 +7,24 @@ package turnserver
 // bindings, auth, refresh, quotas) and reports every change through its
 // EventHandler (events.go). From those events each relay conn learns its
 // client (the UDP listener socket and address) and its channel bindings,
-// and each UDP listener learns which relay conn serves each client. Then:
+// and each UDP listener learns which relay conn serves each client. The
+// UDP listener and relay sockets are read by the data plane's loop
+// (loop_linux.go), which:
 //
-//   - client → peer: the listener's reader (recvmmsg, many datagrams per
-//     system call) writes the payload of a ChannelData for a bound channel
-//     straight to the relay socket, with the same checks as the relay
-//     conn's WriteTo (admitOut); a Binding request is answered from a
+//   - client → peer: reads the listener socket (recvmmsg, many datagrams
+//     per system call) and writes the payload of a ChannelData for a bound
+//     channel straight to the relay socket, with the same checks as the
+//     relay conn's WriteTo (admitOut); answers a Binding request from a
 //     batch written with one sendmmsg;
-//   - peer → client: the relay conn's reader (pion's per-allocation
-//     goroutine) frames a datagram from a bound peer as ChannelData in
-//     place and writes it to the client through the listener socket, after
-//     the same checks as before (admitIn), and reads on without returning
-//     to pion.
+//   - peer → client: reads the relay socket, applies the same checks as
+//     before (admitIn), frames a datagram from a bound peer as ChannelData
+//     in place and writes it to the client through the listener socket.
 //
 // Everything else (requests, Send and Data indications, unknown channels,
-// TCP and TLS allocations) reaches pion exactly as before. The lookup
-// state follows pion's events synchronously, so a channel or permission
-// that pion removes stops relaying here at the same moment.
+// TCP and TLS allocations' peer datagrams) reaches pion unchanged, through
+// the queue of its listener or relay conn (queue.go). The lookup state
+// follows pion's events synchronously, so a channel or permission that
+// pion removes stops relaying here at the same moment.
 
 import (
 	"encoding/binary"
