@@ -64,10 +64,17 @@ func TestBrowserCall(t *testing.T) {
 	}
 
 	// The fake microphone beeps: the far tile lights up while it does.
+	// While it does not, the state says what the ring waits for: the
+	// far side's mic announced on, and an inbound level above 0.04.
 	for _, b := range bs {
 		waitUntil(t, b.name+" seeing the other one speak", connectTimeout, func() (bool, string, error) {
 			on, err := evalJS[bool](b, `!!document.querySelector('.tile.speaking:not([data-peer="local"])')`)
-			return on, "", err
+			if err != nil || on {
+				return on, "", err
+			}
+			state, err := evalJS[string](b, `window.callbox.peers().then(ps => JSON.stringify(ps.map(p =>
+				({mic: p.media.mic, audioLevel: p.audioLevel, packetsReceived: p.packetsReceived, connectionState: p.connectionState}))))`)
+			return false, state, err
 		})
 	}
 }

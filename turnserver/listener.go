@@ -16,7 +16,7 @@ import (
 )
 
 // listenUDP binds n UDP sockets to one address with SO_REUSEPORT, so the
-// kernel spreads clients (by 4-tuple, stable per client) over n read loops.
+// kernel spreads clients (by 4-tuple, stable per client) over n sockets.
 // Port 0 is resolved by the first socket; the others join its port.
 func listenUDP(ctx context.Context, network string, ip netip.Addr, port uint16, n int) ([]*net.UDPConn, error) {
 	lc := net.ListenConfig{Control: setReusePort}

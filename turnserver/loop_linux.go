@@ -244,6 +244,10 @@ func (lp *dataLoop) readRelay(rc *relayConn) {
 	if e != 0 {
 		return // EAGAIN; any other error shows again at pion's next write or at close
 	}
+	if n == relayBatch && !rc.busy {
+		rc.busy = true
+		rc.sock.growReceiveBuffer(relayBuffer)
+	}
 	route := rc.route.Load()
 	for i := lp.used; i < lp.used+n; i++ {
 		h := &lp.hdrs[i]

@@ -166,11 +166,14 @@ const (
 	relayQueueSize = 16
 )
 
-// relayBuffer is the receive buffer asked for each relay socket. One loop
-// reads every relay: while other work holds its thread (a burst on other
-// sockets, the CPU taken by other processes) a busy allocation's
-// datagrams wait here, and the default (208 KiB) holds about 100
-// full-size datagrams, 7 ms of a 15,000 packets/s stream.
+// relayBuffer is the receive buffer a busy relay socket gets: one whose
+// read fills a whole batch (dataLoop.readRelay). One loop reads every
+// relay: while other work holds its thread (a burst on other sockets, the
+// CPU taken by other processes) a busy allocation's datagrams wait here,
+// and the default (208 KiB) holds about 100 full-size datagrams, 7 ms of a
+// 15,000 packets/s stream. Only busy ones: given to every relay, the
+// larger buffer cost 8 % more CPU per packet at 50 packets/s per call
+// (docs/performance.md).
 const relayBuffer = 1 << 20
 
 const (
@@ -215,6 +218,8 @@ type relayConn struct {
 	lastPeer     netip.AddrPort
 	lastPeerAddr *net.UDPAddr
 
+	busy bool // owned by the loop: the socket has its larger buffer
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -226,7 +231,6 @@ func newRelayConn(conn *net.UDPConn, guard *relayGuard, bytesPerSec float64, onC
 	if err != nil {
 		return nil, err
 	}
-	sock.growReceiveBuffer(relayBuffer)
 	c := &relayConn{sock: sock, port: uint16(sock.local.Port), guard: guard, loop: loop, onClose: onClose,
 		toPion: newPionQueue(relayQueueSize)}
 	c.buckets[toPeer].init(bytesPerSec)
