@@ -118,7 +118,15 @@ func (n *natNet) addNS(role string) (string, error) {
 	n.mu.Lock()
 	n.names = append(n.names, name)
 	n.mu.Unlock()
-	return name, run("ip", "-n", name, "link", "set", "lo", "up")
+	// No IPv6 in the test's networks (every address is IPv4): a veth's
+	// link-local address turns valid a second or two after the link comes
+	// up, when its duplicate address detection ends, and Chromium takes
+	// that for a network change and fails the page's loads in flight
+	// (net::ERR_NETWORK_CHANGED; seen when the browsers started fast).
+	return name, runAll(
+		[]string{"ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"},
+		[]string{"ip", "-n", name, "link", "set", "lo", "up"},
+	)
 }
 
 func (n *natNet) teardown() {
