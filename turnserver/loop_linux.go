@@ -254,19 +254,9 @@ func (lp *dataLoop) readRelay(rc *relayConn) {
 		if h.hdr.Flags&unix.MSG_TRUNC != 0 {
 			continue // longer than pion's buffer: no use cut short
 		}
-		size := int(h.len)
-		src := sockaddrAddrPort(&lp.names[i])
-		if !rc.admitIn(src, size) {
-			continue
+		if msg := rc.fromPeer(lp.slots[i][:], int(h.len), sockaddrAddrPort(&lp.names[i]), route); msg != nil {
+			lp.down(route, msg)
 		}
-		if route != nil {
-			if number, ok := rc.channelByPeer(src); ok {
-				lp.down(route, frameChannelData(lp.slots[i][:], number, size))
-				continue
-			}
-		}
-		// For pion: a Data indication, or a TCP allocation's datagram.
-		rc.toPionIn(lp.slots[i][channelHeader:channelHeader+size], src)
 	}
 	lp.used += n
 }

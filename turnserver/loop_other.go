@@ -20,7 +20,6 @@ type loopMember struct {
 }
 
 type dataLoop struct {
-	log     *slog.Logger
 	mu      sync.Mutex // serialises the handling of datagrams
 	readers sync.WaitGroup
 	started chan struct{}
@@ -28,8 +27,8 @@ type dataLoop struct {
 	nextID  atomic.Int32
 }
 
-func newDataLoop(log *slog.Logger) (*dataLoop, error) {
-	return &dataLoop{log: log, started: make(chan struct{})}, nil
+func newDataLoop(*slog.Logger) (*dataLoop, error) {
+	return &dataLoop{started: make(chan struct{})}, nil
 }
 
 func (lp *dataLoop) start() { lp.once.Do(func() { close(lp.started) }) }
@@ -67,22 +66,11 @@ func (lp *dataLoop) read(m loopMember, s *udpSock) {
 			m.l.take(0, buf[channelHeader:channelHeader+n], src, trunc)
 			m.l.flush()
 		} else if !trunc && n < pionMTU-channelHeader {
-			relayOne(m.r, buf[:], n, src)
+			route := m.r.route.Load()
+			if msg := m.r.fromPeer(buf[:], n, src, route); msg != nil {
+				sendTo(route.out.sock, msg, route.addr) //nolint:errcheck // best effort, as pion's own writes
+			}
 		}
 		lp.mu.Unlock()
 	}
-}
-
-// relayOne handles a peer datagram of n bytes at buf[channelHeader:].
-func relayOne(rc *relayConn, buf []byte, n int, src netip.AddrPort) {
-	if !rc.admitIn(src, n) {
-		return
-	}
-	if route := rc.route.Load(); route != nil {
-		if number, ok := rc.channelByPeer(src); ok {
-			sendTo(route.out.sock, frameChannelData(buf, number, n), route.addr) //nolint:errcheck // best effort
-			return
-		}
-	}
-	rc.toPionIn(buf[channelHeader:channelHeader+n], src)
 }

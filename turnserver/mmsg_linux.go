@@ -185,9 +185,6 @@ func (w *batchWriter) full() bool { return w.n == len(w.hdrs) }
 // add queues p for dst; the caller flushes when full.
 func (w *batchWriter) add(p []byte, dst netip.AddrPort) {
 	i := w.n
-	if w.v6 && dst.Addr().Is4() {
-		dst = netip.AddrPortFrom(netip.AddrFrom16(dst.Addr().As16()), dst.Port())
-	}
 	w.hdrs[i].hdr.Namelen = putSockaddr(&w.names[i], dst, w.v6)
 	w.iovs[i].Base = unsafe.SliceData(p)
 	w.iovs[i].SetLen(len(p))
@@ -230,22 +227,23 @@ const listenerBuffer = 4 << 20
 // net.core.rmem_max/wmem_max with SO_*BUFFORCE where the process may
 // (CAP_NET_ADMIN), else up to those limits. Failure keeps the default.
 func setBuffers(fd int) {
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, listenerBuffer) != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, listenerBuffer) //nolint:errcheck // best effort
-	}
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, listenerBuffer) != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, listenerBuffer) //nolint:errcheck // best effort
+	setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, listenerBuffer)
+	setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, listenerBuffer)
+}
+
+// setBuffer asks for an n-byte buffer with the FORCE option (past the
+// system's limit, where the process may), else the plain one (up to it).
+// Best effort: the default stays on failure.
+func setBuffer(fd, force, plain, n int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, n) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, n) //nolint:errcheck // best effort
 	}
 }
 
 // sendTo sends p to dst on s; safe from any goroutine.
 func sendTo(s *udpSock, p []byte, dst netip.AddrPort) error {
-	v6 := s.v6
-	if v6 && dst.Addr().Is4() {
-		dst = netip.AddrPortFrom(netip.AddrFrom16(dst.Addr().As16()), dst.Port())
-	}
 	var sa sockaddr
-	salen := putSockaddr(&sa, dst, v6)
+	salen := putSockaddr(&sa, dst, s.v6)
 	fd, ok := s.acquire()
 	if !ok {
 		return net.ErrClosed

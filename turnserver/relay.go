@@ -322,12 +322,25 @@ func (c *relayConn) peerAddr(src netip.AddrPort) net.Addr {
 	return c.lastPeerAddr
 }
 
-// toPionIn queues a peer datagram for pion's reader, counting a drop
-// when pion is that far behind.
-func (c *relayConn) toPionIn(p []byte, src netip.AddrPort) {
-	if !c.toPion.put(p, src, false, verdict{}) {
+// fromPeer is the data plane's handling of a peer datagram of n bytes at
+// buf[channelHeader:] (the header's room kept free in front): refused by
+// the policy, queued for pion (a Data indication, or a TCP or TLS
+// allocation's datagram; a drop counted when pion is that far behind), or
+// framed in buf as ChannelData for the client of route, which it returns
+// for the caller to send. route is c.route as the caller loaded it.
+func (c *relayConn) fromPeer(buf []byte, n int, src netip.AddrPort, route *clientRoute) []byte {
+	if !c.admitIn(src, n) {
+		return nil
+	}
+	if route != nil {
+		if number, ok := c.channelByPeer(src); ok {
+			return frameChannelData(buf, number, n)
+		}
+	}
+	if !c.toPion.put(buf[channelHeader:channelHeader+n], src, false, verdict{}) {
 		c.stats.busy[toClient].Add(1)
 	}
+	return nil
 }
 
 // channelByPeer returns the channel bound to peer, if any.

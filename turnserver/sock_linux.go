@@ -84,16 +84,10 @@ func (s *udpSock) close() error {
 
 func (s *udpSock) localAddrPort() netip.AddrPort { return addrPortOf(s.local) }
 
-// growReceiveBuffer asks for an n-byte receive buffer: past
-// net.core.rmem_max with SO_RCVBUFFORCE where the process may, else up to
-// it. Best effort: the default stays on failure.
+// growReceiveBuffer asks for an n-byte receive buffer (see setBuffer).
 func (s *udpSock) growReceiveBuffer(n int) {
-	fd, ok := s.acquire()
-	if !ok {
-		return
-	}
-	defer s.release()
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, n) //nolint:errcheck // best effort
+	if fd, ok := s.acquire(); ok {
+		setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, n)
+		s.release()
 	}
 }
