@@ -171,13 +171,6 @@ func (lp *dataLoop) forget(id int32) {
 	lp.mu.Unlock()
 }
 
-// size is how many sockets the loop reads.
-func (lp *dataLoop) size() int {
-	lp.mu.Lock()
-	defer lp.mu.Unlock()
-	return len(lp.members)
-}
-
 func (lp *dataLoop) member(id int32) loopMember {
 	lp.mu.Lock()
 	m := lp.members[id]

@@ -47,9 +47,6 @@ func (lp *dataLoop) add(m loopMember, s *udpSock) (int32, error) {
 
 func (lp *dataLoop) forget(int32) {}
 
-// size is how many sockets the loop was given (closed ones included).
-func (lp *dataLoop) size() int { return int(lp.nextID.Load()) }
-
 func (lp *dataLoop) read(m loopMember, s *udpSock) {
 	defer lp.readers.Done()
 	<-lp.started

@@ -44,3 +44,10 @@ func TestPutSockaddr(t *testing.T) {
 		})
 	}
 }
+
+// size is how many sockets the loop reads.
+func (lp *dataLoop) size() int {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	return len(lp.members)
+}
