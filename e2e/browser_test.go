@@ -72,8 +72,10 @@ func TestBrowserCall(t *testing.T) {
 			if err != nil || on {
 				return on, "", err
 			}
-			state, err := evalJS[string](b, `window.callbox.peers().then(ps => JSON.stringify(ps.map(p =>
-				({mic: p.media.mic, audioLevel: p.audioLevel, packetsReceived: p.packetsReceived, connectionState: p.connectionState}))))`)
+			state, err := evalJS[string](b, `window.callbox.peers().then(ps => JSON.stringify({
+				statsTicks: window.callbox.state().statsTicks,
+				tiles: [...document.querySelectorAll('.tile:not([data-peer="local"])')].map(t => t.className),
+				peers: ps.map(p => ({mic: p.media.mic, audioLevel: p.audioLevel, packetsReceived: p.packetsReceived, connectionState: p.connectionState}))}))`)
 			return false, state, err
 		})
 	}

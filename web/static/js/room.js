@@ -79,6 +79,7 @@ window.callbox = {
     screen: !!call?.media.screen,
     welcomes: sig?.welcomes || 0,
     iceUpdates: call?.iceUpdates || 0,
+    statsTicks: call?.statsTicks || 0,
     relayOnly,
   }),
 };
