@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -49,6 +51,7 @@ type row struct {
 	// diagnostics for the log
 	genCPU      float64 // the generator's CPU, µs per relayed packet
 	kernelDrops int64
+	steal       time.Duration
 }
 
 type bench struct {
@@ -56,6 +59,7 @@ type bench struct {
 	setup   serverSetup
 	log     *slog.Logger
 	results map[string]map[string][]row // scenario id, server kind
+	traced  map[string]int              // -rtt-trace windows written, by "SERVER.SCENARIO"
 	started time.Time
 	// load averages at the start and the end, for the report
 	loadStart, loadEnd string
@@ -144,7 +148,7 @@ func (b *bench) runServer(ctx context.Context, kind string) error {
 			"loss_pct", fmt.Sprintf("%.3f", rw.loss), "p99_ms", fmt.Sprintf("%.2f", rw.p99),
 			"cpu_us", fmt.Sprintf("%.2f", rw.cpu), "cpu_stat_us", fmt.Sprintf("%.2f", rw.cpuStat),
 			"rss_mib", fmt.Sprintf("%.1f", rw.rssMiB), "generator_cpu_us", fmt.Sprintf("%.2f", rw.genCPU),
-			"kernel_drops", rw.kernelDrops, "load", loadAverage())
+			"kernel_drops", rw.kernelDrops, "steal_ms", rw.steal.Milliseconds(), "load", loadAverage())
 		if b.results[sc.id] == nil {
 			b.results[sc.id] = map[string][]row{}
 		}
@@ -174,11 +178,31 @@ func (b *bench) runScenario(p *serverProc, sc scenario, echoes []*echoPeer, tria
 		res, rate, err = b.searchRate(p, flows, echoes, trial)
 	} else {
 		res, err = runTrial(flows, echoes, trial, p.pid(), sc.perFlow, sc.size, b.o.duration)
+		if err == nil && b.o.rttTrace != "" {
+			err = b.writeRTTTrace(p.kind, sc.id, res.samples)
+		}
 	}
 	if err != nil {
 		return row{}, err
 	}
 	return rowOf(res, rate), nil
+}
+
+// writeRTTTrace writes every probe of a measured window as "sent_ms rtt_ms"
+// lines in send order, to PREFIX.SERVER.SCENARIO.N (N counts that
+// server's windows of that scenario), for finding when a tail happens.
+func (b *bench) writeRTTTrace(kind, scenario string, samples []rttSample) error {
+	b.traced[kind+"."+scenario]++
+	path := fmt.Sprintf("%s.%s.%s.%d", b.o.rttTrace, kind, scenario, b.traced[kind+"."+scenario])
+	slices.SortFunc(samples, func(x, y rttSample) int { return cmp.Compare(x.sent, y.sent) })
+	var buf bytes.Buffer
+	for _, s := range samples {
+		fmt.Fprintf(&buf, "%.3f %.3f\n", ms(s.sent-samples[0].sent), ms(s.rtt))
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("turnbench: rtt trace: %w", err)
+	}
+	return nil
 }
 
 func rowOf(r trialResult, rate float64) row {
@@ -187,7 +211,7 @@ func rowOf(r trialResult, rate float64) row {
 		p50: ms(percentile(r.rtts, 50)), p99: ms(percentile(r.rtts, 99)),
 		cpu: r.cpuPerPacket(false), cpuStat: r.cpuPerPacket(true),
 		rssMiB: float64(r.rss) / (1 << 20), searchRate: rate,
-		genCPU: float64(r.genCPU) / float64(time.Microsecond) / float64(max(1, r.up+r.down)), kernelDrops: r.kernelDrops,
+		genCPU: float64(r.genCPU) / float64(time.Microsecond) / float64(max(1, r.up+r.down)), kernelDrops: r.kernelDrops, steal: r.steal,
 	}
 }
 

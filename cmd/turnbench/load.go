@@ -150,9 +150,10 @@ type flow struct {
 	outN int
 	sent int64
 	// written by the reader, read after it stops
-	recv atomic.Int64
-	rtts []time.Duration
-	in   []ipv4.Message // the reader's buffers, kept across trials
+	recv   atomic.Int64
+	rtts   []time.Duration
+	sentAt []time.Duration // send time of rtts[i], since epoch
+	in     []ipv4.Message  // the reader's buffers, kept across trials
 }
 
 // setupFlows creates n allocations, each with a channel bound to one of the
@@ -235,12 +236,17 @@ type trialResult struct {
 	sent, up, down int64   // sent by clients, received by echoes, back at clients
 	elapsed        time.Duration
 	rtts           []time.Duration // sorted
+	samples        []rttSample     // every probe back, in no order
 	cpuRun         time.Duration
 	cpuStat        time.Duration
 	rss            int64
 	genCPU         time.Duration // the generator's own (this process)
 	kernelDrops    int64         // Udp RcvbufErrors on the whole machine
+	steal          time.Duration // the hypervisor's steal time, all CPUs
 }
+
+// rttSample is one probe's send time (since epoch) and round trip.
+type rttSample struct{ sent, rtt time.Duration }
 
 func (r trialResult) lossPct() float64 {
 	if r.sent == 0 {
@@ -282,6 +288,7 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 	for _, f := range flows {
 		f.recv.Store(0)
 		f.rtts = f.rtts[:0]
+		f.sentAt = f.sentAt[:0]
 		f.sent = 0
 		_ = f.sess.conn.SetReadDeadline(time.Time{})
 		if f.in == nil {
@@ -293,6 +300,7 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 	}
 	genBefore, _ := sampleProc(os.Getpid())
 	dropsBefore := udpRcvbufErrors()
+	stealBefore := cpuSteal()
 	total := perFlow * float64(len(flows))
 	start := time.Now()
 	sendPaced(flows, total, size, d, id)
@@ -315,6 +323,7 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 	after, err := sampleProc(pid)
 	genAfter, _ := sampleProc(os.Getpid())
 	drops := udpRcvbufErrors() - dropsBefore
+	steal := cpuSteal() - stealBefore
 	for _, f := range flows {
 		_ = f.sess.conn.SetReadDeadline(time.Now()) // stops the reader
 	}
@@ -324,13 +333,16 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 	}
 	res := trialResult{target: total, sent: sent, elapsed: elapsed,
 		cpuRun: after.runCPU - before.runCPU, cpuStat: after.statCPU - before.statCPU, rss: after.rss,
-		genCPU: genAfter.runCPU - genBefore.runCPU, kernelDrops: drops}
+		genCPU: genAfter.runCPU - genBefore.runCPU, kernelDrops: drops, steal: steal}
 	for _, e := range echoes {
 		res.up += e.count.Load()
 	}
 	for _, f := range flows {
 		res.down += f.recv.Load()
 		res.rtts = append(res.rtts, f.rtts...)
+		for i, rtt := range f.rtts {
+			res.samples = append(res.samples, rttSample{sent: f.sentAt[i], rtt: rtt})
+		}
 	}
 	slices.Sort(res.rtts)
 	return res, nil
@@ -358,6 +370,7 @@ func (f *flow) read(trial uint32) {
 				continue
 			}
 			f.rtts = append(f.rtts, now-sent)
+			f.sentAt = append(f.sentAt, sent)
 			f.recv.Add(1)
 		}
 	}

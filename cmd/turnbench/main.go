@@ -68,6 +68,7 @@ type options struct {
 	callboxEnv     string
 	baseline       string
 	verbose        bool
+	rttTrace       string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -93,6 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.callboxProfile, "callbox-cpuprofile", "", "profile callbox's TURN server: run it in this binary's harness (turnserver.New on the same config, no hub) and write its CPU profile of each round to `prefix`.N")
 	fs.StringVar(&o.baseline, "baseline", "", "another callbox `binary` (say, built from an older commit), measured as server \"baseline\" when -servers names it")
 	fs.StringVar(&o.callboxEnv, "callbox-env", "", "extra environment of the callbox process, comma-separated `KEY=VALUE` pairs (e.g. GOMAXPROCS=1,GOGC=50)")
+	fs.StringVar(&o.rttTrace, "rtt-trace", "", "write each measured window's probes (send time, RTT; ms) to `prefix`.SERVER.SCENARIO.N")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -205,7 +207,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	b := &bench{o: o, setup: setup, log: log, results: map[string]map[string][]row{}}
+	b := &bench{o: o, setup: setup, log: log, results: map[string]map[string][]row{}, traced: map[string]int{}}
 	if err := b.runRounds(ctx, servers); err != nil {
 		return err
 	}

@@ -105,6 +105,44 @@ func udpRcvbufErrors() int64 {
 	return n
 }
 
+// parseCPUSteal reads the machine's steal time from the text of
+// /proc/stat: how long the hypervisor ran something else while this
+// machine's CPUs had work, in USER_HZ ticks (10 ms). Like the drops, a
+// diagnostic for the log: a round with steal in its window explains a
+// tail both servers would have had.
+func parseCPUSteal(stat []byte) (int64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(stat))
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 || fields[0] != "cpu" {
+			continue
+		}
+		// cpu user nice system idle iowait irq softirq steal ...
+		if len(fields) < 9 {
+			return 0, errors.New("stat: no steal column")
+		}
+		n, err := strconv.ParseInt(fields[8], 10, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("stat: bad steal %q", fields[8])
+		}
+		return n, nil
+	}
+	return 0, errors.New("stat: no cpu line")
+}
+
+// cpuSteal is parseCPUSteal of this machine as a duration, or -1.
+func cpuSteal() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return -1
+	}
+	n, err := parseCPUSteal(b)
+	if err != nil {
+		return -1
+	}
+	return time.Duration(n) * 10 * time.Millisecond
+}
+
 // loadAverage is the first field of /proc/loadavg, for the report: the
 // machine is shared, and a busy one explains a wide spread.
 func loadAverage() string {

@@ -47,3 +47,25 @@ func TestParseUDPRcvbufErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestParseCPUSteal(t *testing.T) {
+	tests := []struct {
+		name    string
+		stat    string
+		want    int64
+		wantErr bool
+	}{
+		{name: "linux 6", stat: "cpu  278516 13752 298709 1283358 2059 0 71533 3272 0 0\ncpu0 140543 6302 147740 643359 430 0 35635 1612 0 0\nintr 1\n", want: 3272},
+		{name: "no cpu line", stat: "intr 1\n", wantErr: true},
+		{name: "old kernel", stat: "cpu  1 2 3 4\n", wantErr: true},
+		{name: "bad value", stat: "cpu  1 2 3 4 5 6 7 x\n", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseCPUSteal([]byte(tc.stat))
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("got %d, %v; want %d, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
