@@ -93,12 +93,16 @@ func parseUDPRcvbufErrors(snmp []byte) (int64, error) {
 }
 
 // udpRcvbufErrors is parseUDPRcvbufErrors of this machine, or -1.
-func udpRcvbufErrors() int64 {
-	b, err := os.ReadFile("/proc/net/snmp")
+func udpRcvbufErrors() int64 { return readCounter("/proc/net/snmp", parseUDPRcvbufErrors) }
+
+// readCounter parses a machine-wide counter out of the file at path; -1
+// when the file or the counter is missing (the log then shows -1).
+func readCounter(path string, parse func([]byte) (int64, error)) int64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return -1
 	}
-	n, err := parseUDPRcvbufErrors(b)
+	n, err := parse(b)
 	if err != nil {
 		return -1
 	}
@@ -132,15 +136,11 @@ func parseCPUSteal(stat []byte) (int64, error) {
 
 // cpuSteal is parseCPUSteal of this machine as a duration, or -1.
 func cpuSteal() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
+	ticks := readCounter("/proc/stat", parseCPUSteal)
+	if ticks < 0 {
 		return -1
 	}
-	n, err := parseCPUSteal(b)
-	if err != nil {
-		return -1
-	}
-	return time.Duration(n) * 10 * time.Millisecond
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // loadAverage is the first field of /proc/loadavg, for the report: the
