@@ -150,10 +150,9 @@ type flow struct {
 	outN int
 	sent int64
 	// written by the reader, read after it stops
-	recv   atomic.Int64
-	rtts   []time.Duration
-	sentAt []time.Duration // send time of rtts[i], since epoch
-	in     []ipv4.Message  // the reader's buffers, kept across trials
+	recv    atomic.Int64
+	samples []rttSample
+	in      []ipv4.Message // the reader's buffers, kept across trials
 }
 
 // setupFlows creates n allocations, each with a channel bound to one of the
@@ -287,8 +286,7 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 	var readers sync.WaitGroup
 	for _, f := range flows {
 		f.recv.Store(0)
-		f.rtts = f.rtts[:0]
-		f.sentAt = f.sentAt[:0]
+		f.samples = f.samples[:0]
 		f.sent = 0
 		_ = f.sess.conn.SetReadDeadline(time.Time{})
 		if f.in == nil {
@@ -322,8 +320,8 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 	}
 	after, err := sampleProc(pid)
 	genAfter, _ := sampleProc(os.Getpid())
-	drops := udpRcvbufErrors() - dropsBefore
-	steal := cpuSteal() - stealBefore
+	drops := counterDelta(dropsBefore, udpRcvbufErrors())
+	steal := counterDelta(stealBefore, cpuSteal())
 	for _, f := range flows {
 		_ = f.sess.conn.SetReadDeadline(time.Now()) // stops the reader
 	}
@@ -339,10 +337,11 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 	}
 	for _, f := range flows {
 		res.down += f.recv.Load()
-		res.rtts = append(res.rtts, f.rtts...)
-		for i, rtt := range f.rtts {
-			res.samples = append(res.samples, rttSample{sent: f.sentAt[i], rtt: rtt})
-		}
+		res.samples = append(res.samples, f.samples...)
+	}
+	res.rtts = make([]time.Duration, len(res.samples))
+	for i, s := range res.samples {
+		res.rtts[i] = s.rtt
 	}
 	slices.Sort(res.rtts)
 	return res, nil
@@ -369,8 +368,7 @@ func (f *flow) read(trial uint32) {
 			if !ok || t != trial {
 				continue
 			}
-			f.rtts = append(f.rtts, now-sent)
-			f.sentAt = append(f.sentAt, sent)
+			f.samples = append(f.samples, rttSample{sent: sent, rtt: now - sent})
 			f.recv.Add(1)
 		}
 	}

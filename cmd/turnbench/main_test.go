@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -85,6 +87,7 @@ func TestRelayTrial(t *testing.T) {
 			if r.cpuRun <= 0 || r.rss <= 0 {
 				t.Fatalf("cpu %v, rss %d", r.cpuRun, r.rss)
 			}
+			checkRTTTrace(t, r)
 		})
 	}
 	releaseFlows(flows)
@@ -94,6 +97,32 @@ func TestRelayTrial(t *testing.T) {
 	}
 	if n := s.AllocationCount(); n != 0 {
 		t.Fatalf("%d allocations left after release", n)
+	}
+}
+
+// checkRTTTrace writes r's -rtt-trace file and reads it back: a line per
+// probe that came back, in send order, from 0.
+func checkRTTTrace(t *testing.T, r trialResult) {
+	t.Helper()
+	b := &bench{o: options{rttTrace: filepath.Join(t.TempDir(), "t")}, traced: map[string]int{}}
+	if err := b.writeRTTTrace("callbox", "a", r.samples); err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(b.o.rttTrace + ".callbox.a.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(text)), "\n")
+	if len(lines) != int(r.down) {
+		t.Fatalf("%d trace lines for %d probes back", len(lines), r.down)
+	}
+	last := -1.0
+	for i, line := range lines {
+		var sent, rtt float64
+		if _, err := fmt.Sscanf(line, "%f %f", &sent, &rtt); err != nil || sent < last || rtt <= 0 || (i == 0 && sent != 0) {
+			t.Fatalf("trace line %d %q after %.3f: want send times from 0 in order and a positive RTT", i, line, last)
+		}
+		last = sent
 	}
 }
 

@@ -95,6 +95,14 @@ func parseUDPRcvbufErrors(snmp []byte) (int64, error) {
 // udpRcvbufErrors is parseUDPRcvbufErrors of this machine, or -1.
 func udpRcvbufErrors() int64 { return readCounter("/proc/net/snmp", parseUDPRcvbufErrors) }
 
+// counterDelta is after − before, or -1 when either reading failed.
+func counterDelta[T int64 | time.Duration](before, after T) T {
+	if before < 0 || after < 0 {
+		return -1
+	}
+	return after - before
+}
+
 // readCounter parses a machine-wide counter out of the file at path; -1
 // when the file or the counter is missing (the log then shows -1).
 func readCounter(path string, parse func([]byte) (int64, error)) int64 {
