@@ -1,8 +1,14 @@
 package turnserver
 
 import (
+	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // Which sockets turn.listen asks for: ":PORT" is dual-stack, an explicit
@@ -82,4 +88,75 @@ func TestPickRelayAddress(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bufferSizes reads back what the kernel gave, in the units asked for.
+func TestBufferSizes(t *testing.T) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const small = 64 << 10
+	rc.Control(func(fd uintptr) {
+		for _, opt := range []int{unix.SO_RCVBUF, unix.SO_SNDBUF} {
+			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, small); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	rcv, snd, err := bufferSizes(c)
+	if err != nil || rcv != small || snd != small {
+		t.Fatalf("bufferSizes = %d, %d, %v; want %d each", rcv, snd, err, small)
+	}
+}
+
+// The listener warns, naming the fix, exactly when its sockets did not
+// get listenerBuffer: without CAP_NET_ADMIN and with the kernel's limits
+// under it (a root test process gets them past any limit).
+func TestListenerBufferWarning(t *testing.T) {
+	s := startServer(t, testConfig())
+	limitsSuffice := true
+	for _, name := range []string{"rmem_max", "wmem_max"} {
+		b, err := os.ReadFile("/proc/sys/net/core/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		limitsSuffice = limitsSuffice && n >= listenerBuffer
+	}
+	netAdmin := hasNetAdmin(t)
+	wantWarning := !netAdmin && !limitsSuffice
+	warned := strings.Contains(s.logs.String(), "UDP listener buffers are smaller than asked")
+	if warned != wantWarning || (warned && !strings.Contains(s.logs.String(), "net.core.rmem_max")) {
+		t.Fatalf("warned = %v, want %v (CAP_NET_ADMIN %v, limits suffice %v); log:\n%s", warned, wantWarning, netAdmin, limitsSuffice, s.logs.String())
+	}
+}
+
+// hasNetAdmin reports whether this process holds CAP_NET_ADMIN (what
+// SO_RCVBUFFORCE needs), from CapEff in /proc/self/status.
+func hasNetAdmin(t *testing.T) bool {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			if err != nil {
+				t.Fatalf("CapEff %q: %v", hex, err)
+			}
+			return caps&(1<<unix.CAP_NET_ADMIN) != 0
+		}
+	}
+	t.Fatal("no CapEff in /proc/self/status")
+	return false
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -38,6 +39,32 @@ func listenUDP(ctx context.Context, network string, ip netip.Addr, port uint16, 
 		port = uint16(c.LocalAddr().(*net.UDPAddr).Port)
 	}
 	return conns, nil
+}
+
+// bufferSizes reads back the receive and send buffers the kernel gave
+// c's socket, in the bytes asked for: Linux reports twice the size set
+// (its bookkeeping share), so it is halved there.
+func bufferSizes(c *net.UDPConn) (rcv, snd int, err error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, 0, err
+	}
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		if rcv, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF); gerr != nil {
+			return
+		}
+		snd, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+	}); err != nil {
+		return 0, 0, err
+	}
+	if gerr != nil {
+		return 0, 0, fmt.Errorf("turnserver: getsockopt buffer sizes: %w", gerr)
+	}
+	if runtime.GOOS == "linux" {
+		rcv, snd = rcv/2, snd/2
+	}
+	return rcv, snd, nil
 }
 
 func setReusePort(network, address string, rc syscall.RawConn) error {

@@ -225,6 +225,7 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 			}
 			return err
 		}
+		s.checkBuffers(conns[0])
 		udpAddr := conns[0].LocalAddr().(*net.UDPAddr)
 		addr := netip.AddrPortFrom(ip, uint16(udpAddr.Port)).String()
 		var lc net.ListenConfig
@@ -257,6 +258,23 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 		return nil
 	}
 	return lastErr
+}
+
+// checkBuffers warns when the listener sockets did not get the buffers
+// asked for: without CAP_NET_ADMIN (the shipped systemd unit has none) the
+// kernel caps them at net.core.rmem_max and wmem_max, 208 KiB by default,
+// and a burst from many clients then overflows the receive buffer.
+func (s *Server) checkBuffers(c *net.UDPConn) {
+	rcv, snd, err := bufferSizes(c)
+	if err != nil {
+		s.log.Warn("turn: cannot read the UDP listener's buffer sizes", "err", err)
+		return
+	}
+	if rcv < listenerBuffer || snd < listenerBuffer {
+		s.log.Warn("turn: UDP listener buffers are smaller than asked; bursts from many clients may be dropped",
+			"receive_bytes", rcv, "send_bytes", snd, "asked_bytes", listenerBuffer,
+			"fix", fmt.Sprintf("set net.core.rmem_max and net.core.wmem_max to %d (systemd/99-callbox.conf, docs/deploy.md)", listenerBuffer))
+	}
 }
 
 // listenNetworks picks the networks for ip: the IPv6 wildcard gets Go's
