@@ -225,7 +225,6 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 			}
 			return err
 		}
-		s.checkBuffers(conns[0])
 		udpAddr := conns[0].LocalAddr().(*net.UDPAddr)
 		addr := netip.AddrPortFrom(ip, uint16(udpAddr.Port)).String()
 		var lc net.ListenConfig
@@ -237,6 +236,7 @@ func (s *Server) listen(ip netip.Addr, port uint16, sockets int) error {
 			lastErr = fmt.Errorf("turnserver: listen %s %s: %w", tcpNet, addr, err)
 			continue
 		}
+		s.checkBuffers(conns[0]) // once, for the sockets kept
 		s.udpAddr = udpAddr
 		s.tcpAddr = tl.Addr().(*net.TCPAddr)
 		for i, c := range conns {
