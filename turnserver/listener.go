@@ -196,21 +196,6 @@ func (l *udpListener) SetDeadline(time.Time) error      { return errNoDeadline }
 func (l *udpListener) SetReadDeadline(time.Time) error  { return errNoDeadline }
 func (l *udpListener) SetWriteDeadline(time.Time) error { return errNoDeadline }
 
-// serveBatch reads one batch (the loop's call when the socket is ready):
-// the data plane's datagrams are handled here, the rest queued for pion
-// with the authenticator's verdict.
-func (l *udpListener) serveBatch() {
-	n, err := l.rd.read()
-	if err != nil || n == 0 {
-		return // closed, or nothing after all
-	}
-	for i := range n {
-		pkt, src, trunc := l.rd.msg(i)
-		l.take(i, pkt, src, trunc)
-	}
-	l.flush()
-}
-
 // take handles datagram i of a batch in the data plane or queues it for
 // pion with the authenticator's verdict.
 func (l *udpListener) take(i int, pkt []byte, src netip.AddrPort, trunc bool) {

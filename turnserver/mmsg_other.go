@@ -3,23 +3,20 @@
 package turnserver
 
 import (
-	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
+
+	"golang.org/x/sys/unix"
 )
 
 // Without recvmmsg/sendmmsg the batches hold one datagram per system call;
 // the data plane works the same.
 
+// batchReader is the Linux loop's (dataLoop.readListener); the readers of
+// loop_other.go hand datagrams to udpListener.take one at a time.
 type batchReader struct{}
 
-func newBatchReader(*udpSock, int, int) *batchReader { return &batchReader{} }
-
-// read finds nothing: the readers of loop_other.go hand datagrams to
-// udpListener.take one at a time.
-func (r *batchReader) read() (int, error) { return 0, nil }
-
-func (r *batchReader) msg(int) ([]byte, netip.AddrPort, bool) { return nil, netip.AddrPort{}, false }
+func newBatchReader(*udpSock, int, int) *batchReader { return nil }
 
 type batchWriter struct {
 	sock *udpSock

@@ -166,16 +166,6 @@ const (
 	relayQueueSize = 16
 )
 
-// relayBuffer is the receive buffer a busy relay socket gets: one whose
-// read fills a whole batch (dataLoop.readRelay). One loop reads every
-// relay: while other work holds its thread (a burst on other sockets, the
-// CPU taken by other processes) a busy allocation's datagrams wait here,
-// and the default (208 KiB) holds about 100 full-size datagrams, 7 ms of a
-// 15,000 packets/s stream. Only busy ones: given to every relay, the
-// larger buffer cost 8 % more CPU per packet at 50 packets/s per call
-// (docs/performance.md).
-const relayBuffer = 1 << 20
-
 const (
 	toPeer   = 0
 	toClient = 1
@@ -218,7 +208,7 @@ type relayConn struct {
 	lastPeer     netip.AddrPort
 	lastPeerAddr *net.UDPAddr
 
-	busy bool // owned by the loop: the socket has its larger buffer
+	busy bool // owned by the Linux loop: the socket has its larger buffer (relayBuffer)
 
 	closed    atomic.Bool
 	closeOnce sync.Once

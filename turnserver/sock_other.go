@@ -27,7 +27,3 @@ func newUDPSock(c *net.UDPConn) (*udpSock, error) {
 func (s *udpSock) close() error { return s.conn.Close() }
 
 func (s *udpSock) localAddrPort() netip.AddrPort { return addrPortOf(s.local) }
-
-// growReceiveBuffer asks for an n-byte receive buffer, up to the system's
-// limit.
-func (s *udpSock) growReceiveBuffer(n int) { s.conn.SetReadBuffer(n) } //nolint:errcheck // best effort

@@ -25,9 +25,6 @@ const (
 	stopLimit  = 5 * time.Second
 )
 
-// serverKinds are the servers the bench compares, in the order of even rounds.
-var serverKinds = []string{"callbox", "coturn"}
-
 type serverProc struct {
 	kind   string
 	cmd    *exec.Cmd
