@@ -107,11 +107,13 @@ type probeResult struct {
 	tcp443        bool
 	tcpOther      bool
 	localPort     uint16
+	answers       [2][]netip.AddrPort // where each probe's answers came from
+	tries         [2]int              // requests sent per probe
 }
 
 func (r probeResult) String() string {
-	return fmt.Sprintf("udp=%v mapped %s then %s (local port %d) open=%v tcp443=%v tcp%d=%v",
-		r.udp, r.first, r.second, r.localPort, r.open, r.tcp443, callboxTURN, r.tcpOther)
+	return fmt.Sprintf("udp=%v mapped %s then %s (local port %d, answers %v after %v requests) open=%v tcp443=%v tcp%d=%v",
+		r.udp, r.first, r.second, r.localPort, r.answers, r.tries, r.open, r.tcp443, callboxTURN, r.tcpOther)
 }
 
 func startProbe(t *testing.T, n *natNet) *probe {
@@ -224,6 +226,7 @@ func (p *probe) run(c *natClient) (probeResult, error) {
 			if _, err := conn.WriteToUDPAddrPort(req.Raw, to); err != nil {
 				return r, err
 			}
+			r.tries[i]++
 			conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 			for {
 				n, from, err := conn.ReadFromUDPAddrPort(buf)
@@ -249,7 +252,7 @@ func (p *probe) run(c *natClient) (probeResult, error) {
 			}
 		}
 	}
-	r.first, r.second = mapped[0], mapped[1]
+	r.first, r.second, r.answers = mapped[0], mapped[1], froms
 	other := p.udp[1].LocalAddr().(*net.UDPAddr).AddrPort()
 	for _, f := range froms[0] {
 		r.open = r.open || f == other
