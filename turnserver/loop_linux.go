@@ -32,7 +32,6 @@ package turnserver
 import (
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,6 +40,18 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// goyield is the runtime's yield that puts the goroutine back on its own
+// P's run queue. runtime.Gosched puts it on the global queue and wakes an
+// idle thread to look for work: with the loop alone on its P, that thread
+// often took the loop, and the one that yielded went to sleep, a hand-over
+// between two threads 125 times a second (6 % of the loop's CPU in
+// scenario (a), docs/performance.md). goyield is one of the runtime's
+// linknames kept for outside packages (go.dev/issue/67401: "do not remove
+// or change the type signature").
+//
+//go:linkname goyield runtime.goyield
+func goyield()
 
 // loopEvents is how many ready sockets one epoll_pwait reports at most;
 // the others are reported at the next (the set is level-triggered).
@@ -183,8 +194,8 @@ func (lp *dataLoop) member(id int32) loopMember {
 // 10 ms for a runaway: sysmon then preempts it and retakes its P out of
 // every wait (a signal and a thread hand-off each time, and sysmon itself
 // back to polling every 20 µs), since the loop never returns to the
-// scheduler on its own. A yield, when nothing else is runnable, costs one
-// pass through the scheduler.
+// scheduler on its own. A yield (goyield), when nothing else is runnable,
+// costs one pass through the scheduler on the same thread.
 const yieldEvery = 8 * time.Millisecond
 
 func (lp *dataLoop) run() {
@@ -193,7 +204,7 @@ func (lp *dataLoop) run() {
 	lastYield := monotonicNanos()
 	for !lp.quit.Load() {
 		if now := monotonicNanos(); now-lastYield > int64(yieldEvery) {
-			runtime.Gosched()
+			goyield()
 			lastYield = now
 		}
 		n, _, e := syscall.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(lp.ep), uintptr(unsafe.Pointer(&lp.events[0])), loopEvents, uintptr(timeout), 0, 0)
