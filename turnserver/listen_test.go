@@ -140,6 +140,19 @@ func TestListenerBufferWarning(t *testing.T) {
 	}
 }
 
+// The warning's fix names the limit of the system it runs on.
+func TestBufferLimitFix(t *testing.T) {
+	for _, tc := range []struct{ goos, want string }{
+		{"linux", "net.core.rmem_max and net.core.wmem_max to 4194304 (systemd/99-callbox.conf"},
+		{"freebsd", "kern.ipc.maxsockbuf above 4194304"},
+		{"darwin", "kern.ipc.maxsockbuf above 4194304"},
+	} {
+		if got := bufferLimitFix(tc.goos); !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want it to contain %q", tc.goos, got, tc.want)
+		}
+	}
+}
+
 // hasNetAdmin reports whether this process holds CAP_NET_ADMIN (what
 // SO_RCVBUFFORCE needs), from CapEff in /proc/self/status.
 func hasNetAdmin(t *testing.T) bool {

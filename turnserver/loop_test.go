@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // TestPionQueueBounded: when pion falls behind (here: nobody reads),
@@ -37,7 +38,8 @@ func TestPionQueueBounded(t *testing.T) {
 	// The same on a listener socket: requests beyond the queue's bound
 	// are dropped while the data plane goes on relaying.
 	req := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest)).Raw
-	for range pionQueueSize + 50 {
+	const beyond = 50
+	for range pionQueueSize + beyond {
 		if _, err := fp.client.WriteToUDPAddrPort(req, fp.listenAddr()); err != nil {
 			t.Fatal(err)
 		}
@@ -77,6 +79,15 @@ func TestPionQueueBounded(t *testing.T) {
 	}
 	if got != pionQueueSize {
 		t.Fatalf("pion got %d requests, want the queue's bound %d", got, pionQueueSize)
+	}
+	// Every request beyond the bound is counted, unless the kernel dropped
+	// it first (a full socket buffer; counted there, not here).
+	var dropped dto.Metric
+	if err := fp.l.auth.metrics.requestsDropped.Write(&dropped); err != nil {
+		t.Fatal(err)
+	}
+	if n := dropped.GetCounter().GetValue(); n < 1 || n > beyond {
+		t.Fatalf("requests_dropped_total = %v, want 1..%d", n, beyond)
 	}
 }
 

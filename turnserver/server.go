@@ -273,8 +273,18 @@ func (s *Server) checkBuffers(c *net.UDPConn) {
 	if rcv < listenerBuffer || snd < listenerBuffer {
 		s.log.Warn("turn: UDP listener buffers are smaller than asked; bursts from many clients may be dropped",
 			"receive_bytes", rcv, "send_bytes", snd, "asked_bytes", listenerBuffer,
-			"fix", fmt.Sprintf("set net.core.rmem_max and net.core.wmem_max to %d (systemd/99-callbox.conf, docs/deploy.md)", listenerBuffer))
+			"fix", bufferLimitFix(runtime.GOOS))
 	}
+}
+
+// bufferLimitFix says which system limit caps the buffers on goos.
+func bufferLimitFix(goos string) string {
+	if goos == "linux" {
+		return fmt.Sprintf("set net.core.rmem_max and net.core.wmem_max to %d (systemd/99-callbox.conf, docs/deploy.md)", listenerBuffer)
+	}
+	// The BSDs and macOS cap every socket buffer, bookkeeping included,
+	// at one sysctl.
+	return fmt.Sprintf("raise kern.ipc.maxsockbuf above %d", listenerBuffer)
 }
 
 // listenNetworks picks the networks for ip: the IPv6 wildcard gets Go's
