@@ -60,6 +60,7 @@ type bench struct {
 	log     *slog.Logger
 	results map[string]map[string][]row // scenario id, server kind
 	traced  map[string]int              // -rtt-trace windows written, by "SERVER.SCENARIO"
+	retried int                         // windows measured again for steal (-max-steal)
 	started time.Time
 	// load averages at the start and the end, for the report
 	loadStart, loadEnd string
@@ -177,7 +178,7 @@ func (b *bench) runScenario(p *serverProc, sc scenario, echoes []*echoPeer, tria
 	if sc.kind == "search" {
 		res, rate, err = b.searchRate(p, flows, echoes, trial)
 	} else {
-		res, err = runTrial(flows, echoes, trial, p.pid(), sc.perFlow, sc.size, b.o.duration)
+		res, err = b.leastStolenTrial(p, sc, flows, echoes, trial)
 		if err == nil && b.o.rttTrace != "" {
 			err = b.writeRTTTrace(p.kind, sc.id, res.samples)
 		}
@@ -186,6 +187,28 @@ func (b *bench) runScenario(p *serverProc, sc scenario, echoes []*echoPeer, tria
 		return row{}, err
 	}
 	return rowOf(res, rate), nil
+}
+
+// stealTries is how many windows -max-steal measures at most.
+const stealTries = 3
+
+// leastStolenTrial measures sc's window, and again while the hypervisor
+// stole more than -max-steal of it (a 5 s window of this machine is
+// normally robbed of 0–50 ms; a bad one of a second and more, which makes
+// that round's tail the neighbours', not the server's). Of the tries, the
+// least stolen counts, so both servers meet the same rule.
+func (b *bench) leastStolenTrial(p *serverProc, sc scenario, flows []*flow, echoes []*echoPeer, trial *atomic.Uint32) (trialResult, error) {
+	best, err := runTrial(flows, echoes, trial, p.pid(), sc.perFlow, sc.size, b.o.duration)
+	for try := 2; err == nil && b.o.maxSteal > 0 && best.steal > b.o.maxSteal && try <= stealTries; try++ {
+		b.log.Info("steal over the limit: measuring again", "server", p.kind, "scenario", sc.id,
+			"steal_ms", best.steal.Milliseconds(), "try", try)
+		b.retried++
+		var res trialResult
+		if res, err = runTrial(flows, echoes, trial, p.pid(), sc.perFlow, sc.size, b.o.duration); err == nil && res.steal < best.steal {
+			best = res
+		}
+	}
+	return best, err
 }
 
 // writeRTTTrace writes every probe of a measured window as "sent_ms rtt_ms"

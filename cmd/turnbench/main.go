@@ -69,6 +69,7 @@ type options struct {
 	baseline       string
 	verbose        bool
 	rttTrace       string
+	maxSteal       time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -95,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.baseline, "baseline", "", "another callbox `binary` (say, built from an older commit), measured as server \"baseline\" when -servers names it")
 	fs.StringVar(&o.callboxEnv, "callbox-env", "", "extra environment of the callbox process, comma-separated `KEY=VALUE` pairs (e.g. GOMAXPROCS=1,GOGC=50)")
 	fs.StringVar(&o.rttTrace, "rtt-trace", "", "write each measured window's probes (send time, RTT; ms) to `prefix`.SERVER.SCENARIO.N")
+	fs.DurationVar(&o.maxSteal, "max-steal", 0, "measure a window of (a), (b) or (e) again when the hypervisor's steal time in it exceeded `limit` (up to 3 tries; the least stolen counts); 0: never")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -123,6 +125,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.lossPct <= 0 || o.lossPct > 50 {
 		return o, fmt.Errorf("-loss %g: must be above 0 and at most 50", o.lossPct)
+	}
+	if o.maxSteal < 0 {
+		return o, fmt.Errorf("-max-steal %s: must not be negative", o.maxSteal)
 	}
 	if o.bindSockets < 1 || o.bindSockets > 64 || o.bindWindow < 1 || o.bindWindow > batchSize {
 		return o, fmt.Errorf("-binding-sockets must be 1..64 and -binding-window 1..%d", batchSize)

@@ -190,6 +190,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "baseline without binary", args: []string{"-servers", "callbox,baseline"}, wantErr: "-baseline"},
 		{name: "callbox env", args: []string{"-callbox-env", "GOMAXPROCS=1,GOGC=50"}},
 		{name: "callbox env without value", args: []string{"-callbox-env", "GOMAXPROCS"}, wantErr: "KEY=VALUE"},
+		{name: "max steal", args: []string{"-max-steal", "50ms"}},
+		{name: "negative max steal", args: []string{"-max-steal", "-1s"}, wantErr: "-max-steal"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,6 +24,9 @@ func writeReport(w io.Writer, b *bench, servers []string, args []string) error {
 		time.Since(b.started).Round(time.Second), b.loadStart, b.loadEnd)
 	fmt.Fprintf(bw, "Command: `go run ./cmd/turnbench %s`\n\n", strings.Join(args, " "))
 	fmt.Fprintf(bw, "Servers: %s.\n\n", versions(b.setup, servers))
+	if b.o.maxSteal > 0 {
+		fmt.Fprintf(bw, "Windows of (a), (b), (e) robbed of more than %s by the hypervisor (steal) were measured again, up to %d tries, the least stolen counting: %d measured again.\n\n", b.o.maxSteal, stealTries, b.retried)
+	}
 	fmt.Fprintln(bw, "Each cell: median (min–max) over rounds. Up: client → peer packets per second as the echo peer received them; down: back at the clients. CPU: the server process's time on CPU per relayed packet (each direction counts once), from /proc/PID/task/*/schedstat; \"stat\": the same from utime+stime in /proc/PID/stat (10 ms ticks). RSS at the end of the window.")
 	fmt.Fprintln(bw)
 	fmt.Fprintln(bw, "| Scenario | Server | Up pkt/s | Down pkt/s | Loss % | RTT p50 ms | RTT p99 ms | CPU µs/pkt | CPU µs/pkt (stat) | RSS MiB |")
