@@ -45,7 +45,7 @@ import (
 // P's run queue. runtime.Gosched puts it on the global queue and wakes an
 // idle thread to look for work: with the loop alone on its P, that thread
 // often took the loop, and the one that yielded went to sleep, a hand-over
-// between two threads 125 times a second (6 % of the loop's CPU in
+// between two threads 125 times a second (6 % of callbox's CPU in
 // scenario (a), docs/performance.md). goyield is one of the runtime's
 // linknames kept for outside packages (go.dev/issue/67401: "do not remove
 // or change the type signature").
