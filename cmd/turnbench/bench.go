@@ -178,7 +178,9 @@ func (b *bench) runScenario(p *serverProc, sc scenario, echoes []*echoPeer, tria
 	if sc.kind == "search" {
 		res, rate, err = b.searchRate(p, flows, echoes, trial)
 	} else {
-		res, err = b.leastStolenTrial(p, sc, flows, echoes, trial)
+		res, err = b.leastStolenTrial(p.kind, sc.id, func() (trialResult, error) {
+			return runTrial(flows, echoes, trial, p.pid(), sc.perFlow, sc.size, b.o.duration)
+		})
 		if err == nil && b.o.rttTrace != "" {
 			err = b.writeRTTTrace(p.kind, sc.id, res.samples)
 		}
@@ -197,14 +199,14 @@ const stealTries = 3
 // normally robbed of 0–50 ms; a bad one of a second and more, which makes
 // that round's tail the neighbours', not the server's). Of the tries, the
 // least stolen counts, so both servers meet the same rule.
-func (b *bench) leastStolenTrial(p *serverProc, sc scenario, flows []*flow, echoes []*echoPeer, trial *atomic.Uint32) (trialResult, error) {
-	best, err := runTrial(flows, echoes, trial, p.pid(), sc.perFlow, sc.size, b.o.duration)
+func (b *bench) leastStolenTrial(server, scenario string, measure func() (trialResult, error)) (trialResult, error) {
+	best, err := measure()
 	for try := 2; err == nil && b.o.maxSteal > 0 && best.steal > b.o.maxSteal && try <= stealTries; try++ {
-		b.log.Info("steal over the limit: measuring again", "server", p.kind, "scenario", sc.id,
+		b.log.Info("steal over the limit: measuring again", "server", server, "scenario", scenario,
 			"steal_ms", best.steal.Milliseconds(), "try", try)
 		b.retried++
 		var res trialResult
-		if res, err = runTrial(flows, echoes, trial, p.pid(), sc.perFlow, sc.size, b.o.duration); err == nil && res.steal < best.steal {
+		if res, err = measure(); err == nil && res.steal < best.steal {
 			best = res
 		}
 	}

@@ -203,6 +203,39 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
+// TestLeastStolenTrial: with -max-steal a window is measured again while
+// its steal is over the limit, at most stealTries in all, and the least
+// stolen counts.
+func TestLeastStolenTrial(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name      string
+		limit     time.Duration
+		steals    []time.Duration // of the successive windows
+		wantSteal time.Duration
+		wantTries int
+	}{
+		{name: "off", limit: 0, steals: []time.Duration{900 * ms}, wantSteal: 900 * ms, wantTries: 1},
+		{name: "under the limit", limit: 50 * ms, steals: []time.Duration{50 * ms}, wantSteal: 50 * ms, wantTries: 1},
+		{name: "second is clean", limit: 50 * ms, steals: []time.Duration{400 * ms, 10 * ms}, wantSteal: 10 * ms, wantTries: 2},
+		{name: "all stolen, least kept", limit: 50 * ms, steals: []time.Duration{300 * ms, 900 * ms, 200 * ms}, wantSteal: 200 * ms, wantTries: 3},
+		{name: "first least", limit: 50 * ms, steals: []time.Duration{100 * ms, 900 * ms, 200 * ms}, wantSteal: 100 * ms, wantTries: 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &bench{o: options{maxSteal: tc.limit}, log: slog.New(slog.DiscardHandler)}
+			tries := 0
+			res, err := b.leastStolenTrial("callbox", "a", func() (trialResult, error) {
+				tries++
+				return trialResult{steal: tc.steals[tries-1]}, nil
+			})
+			if err != nil || res.steal != tc.wantSteal || tries != tc.wantTries || b.retried != tc.wantTries-1 {
+				t.Fatalf("steal %v after %d tries (retried %d), err %v; want %v after %d", res.steal, tries, b.retried, err, tc.wantSteal, tc.wantTries)
+			}
+		})
+	}
+}
+
 // TestRunCoturn runs the whole command, briefly, against coturn: process
 // start and stop, every scenario kind, the report.
 func TestRunCoturn(t *testing.T) {
