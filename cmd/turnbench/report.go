@@ -100,6 +100,7 @@ func writeRatios(w io.Writer, b *bench, other string, targets bool) {
 		{"d", "(d) CPU per Binding answer", "≤ 1.0×", cpu},
 		{"a", "(a) RTT p99", "≤ 1.0×", func(r row) float64 { return r.p99 }},
 		{"b", "(b) RTT p99", "≤ 1.0×", func(r row) float64 { return r.p99 }},
+		{"e", "(e) RTT p99", "≤ 1.0×", func(r row) float64 { return r.p99 }},
 		{"a", "(a) RSS", "≤ 1.0×", func(r row) float64 { return r.rssMiB }},
 		{"b", "(b) RSS", "≤ 1.0×", func(r row) float64 { return r.rssMiB }},
 		{"e", "(e) RSS", "≤ 1.0×", func(r row) float64 { return r.rssMiB }},
@@ -115,6 +116,38 @@ func writeRatios(w io.Writer, b *bench, other string, targets bool) {
 			l.target = "–"
 		}
 		fmt.Fprintf(w, "| %s | %s | %s |\n", l.what, ratio(med(l.id, "callbox", l.f), med(l.id, other, l.f)), l.target)
+	}
+	writePairedTails(w, b, other)
+}
+
+// writePairedTails prints the RTT p99 comparison round by round, over the
+// rounds where neither server's window lost more than the steal limit.
+func writePairedTails(w io.Writer, b *bench, other string) {
+	limit := b.o.maxSteal
+	if limit == 0 {
+		limit = quietSteal
+	}
+	var lines []string
+	for _, id := range []string{"a", "b", "e"} {
+		if b.results[id] == nil {
+			continue
+		}
+		pt := pairTails(b.results[id]["callbox"], b.results[id][other], limit)
+		r := "–"
+		if pt.rounds > 0 {
+			r = fmt.Sprintf("%.2f×", pt.ratio)
+		}
+		lines = append(lines, fmt.Sprintf("| (%s) RTT p99 | %d | %s | %d of %d |", id, pt.rounds, r, pt.shorter, pt.rounds))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "Paired by round, over the rounds where neither window lost more than %s to steal (each round's callbox ÷ %s, then the median):\n\n", limit, other)
+	fmt.Fprintf(w, "| callbox ÷ %s (paired) | Quiet rounds | Median ratio | callbox at most %s's |\n", other, other)
+	fmt.Fprintln(w, "|---|---:|---:|---:|")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
 	}
 }
 

@@ -60,3 +60,40 @@ func ratio(a, b spread) string {
 	}
 	return fmt.Sprintf("%.2f×", a.med/b.med)
 }
+
+// quietSteal is the steal a window may have had and still count in the
+// paired tail comparison when -max-steal is not set: 0–20 ms of a 5 s window
+// is what this kind of machine loses when its host is quiet.
+const quietSteal = 20 * time.Millisecond
+
+// pairedTail compares callbox's RTT p99 with another server's round by
+// round. A round's p99 follows the hypervisor's steal in its window more
+// than either server, so only rounds where neither window lost more than
+// the limit count, and each pair is compared within its round: the
+// medians over all rounds mix quiet rounds of one server with stolen ones
+// of the other.
+type pairedTail struct {
+	rounds  int     // rounds where both windows were quiet
+	shorter int     // of them, rounds where callbox's p99 was at most the other's
+	ratio   float64 // median of callbox ÷ other over those rounds; NaN without any
+}
+
+// pairTails pairs the i-th rounds of callbox and other (rows are appended
+// round by round, so the same index is the same round).
+func pairTails(callbox, other []row, limit time.Duration) pairedTail {
+	var ratios []float64
+	pt := pairedTail{}
+	for i := range min(len(callbox), len(other)) {
+		c, o := callbox[i], other[i]
+		if c.steal > limit || o.steal > limit || o.p99 <= 0 {
+			continue
+		}
+		ratios = append(ratios, c.p99/o.p99)
+		if c.p99 <= o.p99 {
+			pt.shorter++
+		}
+	}
+	pt.rounds = len(ratios)
+	pt.ratio = spreadOf(ratios).med
+	return pt
+}

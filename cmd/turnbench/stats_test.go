@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -74,6 +75,75 @@ func TestRatio(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ratio(spreadOf(tc.a), spreadOf(tc.b)); got != tc.want {
 				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPairTails(t *testing.T) {
+	r := func(p99 float64, stealMS int) row {
+		return row{p99: p99, steal: time.Duration(stealMS) * time.Millisecond}
+	}
+	tests := []struct {
+		name           string
+		callbox, other []row
+		limit          time.Duration
+		rounds         int
+		shorter        int
+		ratio          float64 // NaN: no round counted
+	}{
+		{"none", nil, nil, quietSteal, 0, 0, math.NaN()},
+		{"quiet rounds", []row{r(1, 0), r(2, 10)}, []row{r(2, 0), r(2, 20)}, quietSteal, 2, 2, 0.75},
+		{"a stolen window drops its round, either side",
+			[]row{r(1, 0), r(9, 500), r(3, 0)}, []row{r(1, 0), r(1, 0), r(1, 30)}, quietSteal, 1, 1, 1},
+		{"paired within the round, not across",
+			// Medians over all rounds would be 2 against 2; round by round callbox is longer in each.
+			[]row{r(1.1, 0), r(2.2, 0), r(3.3, 0)}, []row{r(1, 0), r(2, 0), r(3, 0)}, quietSteal, 3, 0, 1.1},
+		{"uneven rounds count up to the shorter", []row{r(1, 0), r(1, 0)}, []row{r(2, 0)}, quietSteal, 1, 1, 0.5},
+		{"the limit is the caller's", []row{r(1, 0)}, []row{r(2, 40)}, 50 * time.Millisecond, 1, 1, 0.5},
+		{"a zero p99 has no ratio", []row{r(1, 0)}, []row{r(0, 0)}, quietSteal, 0, 0, math.NaN()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := pairTails(tc.callbox, tc.other, tc.limit)
+			ratioOK := got.ratio == tc.ratio || (math.IsNaN(tc.ratio) && math.IsNaN(got.ratio)) || math.Abs(got.ratio-tc.ratio) < 1e-9
+			if got.rounds != tc.rounds || got.shorter != tc.shorter || !ratioOK {
+				t.Fatalf("pairTails = %+v, want rounds %d, shorter %d, ratio %v", got, tc.rounds, tc.shorter, tc.ratio)
+			}
+		})
+	}
+}
+
+// The report's paired table counts only quiet rounds, under -max-steal's
+// limit when it is set.
+func TestWritePairedTails(t *testing.T) {
+	quiet, stolen := time.Duration(0), 40*time.Millisecond
+	b := &bench{results: map[string]map[string][]row{
+		"a": {
+			"callbox": {{p99: 0.4, steal: quiet}, {p99: 0.9, steal: stolen}},
+			"coturn":  {{p99: 0.5, steal: quiet}, {p99: 0.3, steal: quiet}},
+		},
+		"b": {"callbox": {{p99: 1, steal: stolen}}, "coturn": {{p99: 1, steal: quiet}}},
+	}}
+	for _, tc := range []struct {
+		name     string
+		maxSteal time.Duration
+		want     []string
+	}{
+		{"default limit", 0, []string{"more than 20ms to steal", "| (a) RTT p99 | 1 | 0.80× | 1 of 1 |", "| (b) RTT p99 | 0 | – | 0 of 0 |"}},
+		{"-max-steal", 50 * time.Millisecond, []string{"more than 50ms to steal", "| (a) RTT p99 | 2 | 1.90× | 1 of 2 |", "| (b) RTT p99 | 1 | 1.00× | 1 of 1 |"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b.o.maxSteal = tc.maxSteal
+			var out strings.Builder
+			writePairedTails(&out, b, "coturn")
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("missing %q in:\n%s", w, out.String())
+				}
+			}
+			if strings.Contains(out.String(), "(e)") {
+				t.Errorf("(e) was not measured, yet reported:\n%s", out.String())
 			}
 		})
 	}
