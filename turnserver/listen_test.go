@@ -1,9 +1,11 @@
 package turnserver
 
 import (
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,6 +114,62 @@ func TestBufferSizes(t *testing.T) {
 	rcv, snd, err := bufferSizes(c)
 	if err != nil || rcv != small || snd != small {
 		t.Fatalf("bufferSizes = %d, %d, %v; want %d each", rcv, snd, err, small)
+	}
+}
+
+// checkBuffers' warning, on a socket that got less than listenerBuffer:
+// TestListenerBufferWarning reaches this branch only without CAP_NET_ADMIN,
+// which a root test run (CI) has.
+func TestCheckBuffersWarns(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		size     int // asked with SO_RCVBUF and SO_SNDBUF; 0: listenerBuffer through setBuffers
+		wantWarn bool
+	}{
+		{"small buffers", 64 << 10, true},
+		{"the buffers asked for", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			rc, err := c.SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc.Control(func(fd uintptr) {
+				if tc.size == 0 {
+					setBuffers(int(fd))
+					return
+				}
+				for _, opt := range []int{unix.SO_RCVBUF, unix.SO_SNDBUF} {
+					if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, tc.size); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+			if rcv, snd, _ := bufferSizes(c); tc.size == 0 && (rcv < listenerBuffer || snd < listenerBuffer) {
+				t.Skipf("this process cannot get %d-byte buffers (%d, %d): needs CAP_NET_ADMIN or net.core.rmem_max/wmem_max raised", listenerBuffer, rcv, snd)
+			}
+			var logs strings.Builder
+			s := &Server{log: slog.New(slog.NewTextHandler(&logs, nil))}
+			s.checkBuffers(c)
+			out := logs.String()
+			warned := strings.Contains(out, "UDP listener buffers are smaller than asked")
+			if warned != tc.wantWarn {
+				t.Fatalf("warned = %v, want %v; log:\n%s", warned, tc.wantWarn, out)
+			}
+			if !warned {
+				return
+			}
+			for _, want := range []string{"receive_bytes=65536", "send_bytes=65536", "asked_bytes=4194304", bufferLimitFix(runtime.GOOS)} {
+				if !strings.Contains(out, want) {
+					t.Errorf("warning lacks %q:\n%s", want, out)
+				}
+			}
+		})
 	}
 }
 
