@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -52,6 +53,7 @@ type row struct {
 	genCPU      float64 // the generator's CPU, µs per relayed packet
 	kernelDrops int64
 	steal       time.Duration
+	legsP99     string // "up/echo/down/reader" p99 in ms, when the probes carried them
 }
 
 type bench struct {
@@ -149,7 +151,7 @@ func (b *bench) runServer(ctx context.Context, kind string) error {
 			"loss_pct", fmt.Sprintf("%.3f", rw.loss), "p99_ms", fmt.Sprintf("%.2f", rw.p99),
 			"cpu_us", fmt.Sprintf("%.2f", rw.cpu), "cpu_stat_us", fmt.Sprintf("%.2f", rw.cpuStat),
 			"rss_mib", fmt.Sprintf("%.1f", rw.rssMiB), "generator_cpu_us", fmt.Sprintf("%.2f", rw.genCPU),
-			"kernel_drops", rw.kernelDrops, "steal_ms", rw.steal.Milliseconds(), "load", loadAverage())
+			"kernel_drops", rw.kernelDrops, "steal_ms", rw.steal.Milliseconds(), "legs_p99_ms", rw.legsP99, "load", loadAverage())
 		if b.results[sc.id] == nil {
 			b.results[sc.id] = map[string][]row{}
 		}
@@ -213,8 +215,9 @@ func (b *bench) leastStolenTrial(server, scenario string, measure func() (trialR
 	return best, err
 }
 
-// writeRTTTrace writes every probe of a measured window as "sent_ms rtt_ms"
-// lines in send order, to PREFIX.SERVER.SCENARIO.N (N counts that
+// writeRTTTrace writes every probe of a measured window as "sent_ms rtt_ms
+// up_ms echo_ms down_ms reader_ms" lines (rttSample; legs 0 where unknown)
+// in send order, to PREFIX.SERVER.SCENARIO.N (N counts that
 // server's windows of that scenario), for finding when a tail happens.
 func (b *bench) writeRTTTrace(kind, scenario string, samples []rttSample) error {
 	b.traced[kind+"."+scenario]++
@@ -222,7 +225,8 @@ func (b *bench) writeRTTTrace(kind, scenario string, samples []rttSample) error 
 	slices.SortFunc(samples, func(x, y rttSample) int { return cmp.Compare(x.sent, y.sent) })
 	var buf bytes.Buffer
 	for _, s := range samples {
-		fmt.Fprintf(&buf, "%.3f %.3f\n", ms(s.sent-samples[0].sent), ms(s.rtt))
+		fmt.Fprintf(&buf, "%.3f %.3f %.3f %.3f %.3f %.3f\n", ms(s.sent-samples[0].sent), ms(s.rtt),
+			ms(s.up), ms(s.echo), ms(s.down), ms(s.reader))
 	}
 	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("turnbench: rtt trace: %w", err)
@@ -237,7 +241,32 @@ func rowOf(r trialResult, rate float64) row {
 		cpu: r.cpuPerPacket(false), cpuStat: r.cpuPerPacket(true),
 		rssMiB: float64(r.rss) / (1 << 20), searchRate: rate,
 		genCPU: float64(r.genCPU) / float64(time.Microsecond) / float64(max(1, r.up+r.down)), kernelDrops: r.kernelDrops, steal: r.steal,
+		legsP99: legsP99(r.samples),
 	}
+}
+
+// legsP99 is the p99 of each leg of the round trips (rttSample), in ms, as
+// "up/echo/down/reader": which leg a server's tail is in. Each leg's own
+// p99, so they do not add up to the round trip's.
+func legsP99(samples []rttSample) string {
+	legs := [4][]time.Duration{}
+	for _, s := range samples {
+		if s.up == 0 {
+			continue // no stamps on this one
+		}
+		for i, d := range [4]time.Duration{s.up, s.echo, s.down, s.reader} {
+			legs[i] = append(legs[i], d)
+		}
+	}
+	if len(legs[0]) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(legs))
+	for i, l := range legs {
+		slices.Sort(l)
+		parts[i] = fmt.Sprintf("%.2f", ms(percentile(l, 99)))
+	}
+	return strings.Join(parts, "/")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

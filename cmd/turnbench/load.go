@@ -12,18 +12,27 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // A probe is the payload of every relayed packet: the send time and a
 // trial number, so RTT needs no per-packet state and late packets of an
-// earlier trial are not counted in the next.
+// earlier trial are not counted in the next. The echo peer adds when it
+// got the probe and when it sent it back, which splits the round trip
+// into its legs (rttSample).
 //
 //	[0:8]   send time, ns since the bench's epoch
 //	[8:12]  sequence number within the flow
 //	[12:16] trial number
-const probeHeader = 16
+//	[16:24] the echo peer's kernel receive time, ns since the epoch
+//	[24:32] the echo peer's send time, ns since the epoch
+const (
+	probeHeader = 16
+	probeLegs   = 32
+)
 
 // epoch is the bench's clock origin; time.Since reads the monotonic clock.
 var epoch = time.Now()
@@ -80,6 +89,64 @@ func newBatch(n, size int) []ipv4.Message {
 	return msgs
 }
 
+// stampSpace is the control-message room of one SCM_TIMESTAMPNS.
+var stampSpace = unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
+
+// newStampedBatch is newBatch with room for each datagram's kernel
+// receive time.
+func newStampedBatch(n, size int) []ipv4.Message {
+	msgs := newBatch(n, size)
+	for i := range msgs {
+		msgs[i].OOB = make([]byte, stampSpace)
+	}
+	return msgs
+}
+
+// enableStamps asks the kernel to stamp each datagram with the time it
+// reached c (SO_TIMESTAMPNS): the legs of a round trip then end where the
+// datagram arrived, not where a reader got the CPU to read it.
+func enableStamps(c *net.UDPConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("turnbench: SO_TIMESTAMPNS: %w", err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	}); err != nil {
+		return fmt.Errorf("turnbench: SO_TIMESTAMPNS: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("turnbench: SO_TIMESTAMPNS: %w", serr)
+	}
+	return nil
+}
+
+// kernelStamp finds the SCM_TIMESTAMPNS in a datagram's control messages:
+// wall-clock nanoseconds.
+func kernelStamp(oob []byte) (wallNanos int64, ok bool) {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		if h.Len < unix.SizeofCmsghdr || h.Len > uint64(len(oob)) {
+			return 0, false
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS &&
+			h.Len >= uint64(unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{})))) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
+			return ts.Nano(), true
+		}
+		oob = oob[min(len(oob), unix.CmsgSpace(int(h.Len)-unix.CmsgLen(0))):]
+	}
+	return 0, false
+}
+
+// epochWall is the bench's epoch on the wall clock, as of now: kernel
+// stamps are wall time, the bench's own are monotonic since the epoch.
+func epochWall() int64 {
+	now := time.Now()
+	return now.UnixNano() - int64(now.Sub(epoch))
+}
+
 // echoPeer is the UDP peer the relays send to: it returns every datagram to
 // its sender (the relay address) and counts those of the current trial.
 type echoPeer struct {
@@ -96,6 +163,10 @@ func startEcho(trial *atomic.Uint32) (*echoPeer, error) {
 		return nil, fmt.Errorf("turnbench: echo peer: %w", err)
 	}
 	enlargeBuffers(conn)
+	if err := enableStamps(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
 	e := &echoPeer{conn: conn, pc: ipv4.NewPacketConn(conn), trial: trial, done: make(chan struct{})}
 	go e.run()
 	return e, nil
@@ -105,7 +176,7 @@ func (e *echoPeer) addr() netip.AddrPort { return e.conn.LocalAddr().(*net.UDPAd
 
 func (e *echoPeer) run() {
 	defer close(e.done)
-	msgs := newBatch(batchSize, 2048)
+	msgs := newStampedBatch(batchSize, 2048)
 	for {
 		n, err := e.pc.ReadBatch(msgs, 0)
 		if errors.Is(err, net.ErrClosed) {
@@ -114,14 +185,25 @@ func (e *echoPeer) run() {
 		if err != nil {
 			continue
 		}
-		cur, counted := e.trial.Load(), int64(0)
+		cur, counted, wall := e.trial.Load(), int64(0), epochWall()
 		for i := range msgs[:n] {
-			if _, _, trial, ok := parseProbe(msgs[i].Buffers[0][:msgs[i].N]); ok && trial == cur {
+			m := &msgs[i]
+			if _, _, trial, ok := parseProbe(m.Buffers[0][:m.N]); ok && trial == cur {
 				counted++
+				if rx, ok := kernelStamp(m.OOB[:m.NN]); ok && m.N >= probeLegs {
+					binary.BigEndian.PutUint64(m.Buffers[0][16:24], uint64(rx-wall))
+				}
 			}
-			msgs[i].Buffers[0] = msgs[i].Buffers[0][:msgs[i].N]
+			m.Buffers[0] = m.Buffers[0][:m.N]
+			m.OOB = m.OOB[:0] // the stamp is not for sending
 		}
 		e.count.Add(counted)
+		tx := uint64(time.Since(epoch))
+		for i := range msgs[:n] {
+			if msgs[i].N >= probeLegs {
+				binary.BigEndian.PutUint64(msgs[i].Buffers[0][24:32], tx)
+			}
+		}
 		for sent := 0; sent < n; {
 			k, err := e.pc.WriteBatch(msgs[sent:n], 0)
 			if err != nil {
@@ -131,6 +213,7 @@ func (e *echoPeer) run() {
 		}
 		for i := range msgs[:n] {
 			msgs[i].Buffers[0] = msgs[i].Buffers[0][:cap(msgs[i].Buffers[0])]
+			msgs[i].OOB = msgs[i].OOB[:cap(msgs[i].OOB)]
 		}
 	}
 }
@@ -205,6 +288,10 @@ func setupFlow(server netip.AddrPort, secret string, i int, peer netip.AddrPort)
 		return nil, err
 	}
 	enlargeBuffers(sess.conn)
+	if err := enableStamps(sess.conn); err != nil {
+		sess.conn.Close()
+		return nil, err
+	}
 	return &flow{sess: sess, pc: ipv4.NewPacketConn(sess.conn)}, nil
 }
 
@@ -244,8 +331,33 @@ type trialResult struct {
 	steal          time.Duration // the hypervisor's steal time, all CPUs
 }
 
-// rttSample is one probe's send time (since epoch) and round trip.
-type rttSample struct{ sent, rtt time.Duration }
+// rttSample is one probe's send time (since epoch), its round trip and,
+// when the kernel stamped its arrival and the echo peer its turn, the legs
+// of that round trip, which add up to it: up (client → server → peer
+// socket), echo (the echo peer's own time), down (peer → server → client
+// socket) and reader (until the generator's reader took it).
+type rttSample struct {
+	sent, rtt              time.Duration
+	up, echo, down, reader time.Duration
+}
+
+// newRTTSample reads the legs out of a probe back at time now; oob holds
+// the client socket's receive stamp, wall is the epoch on the wall clock.
+func newRTTSample(sent, now time.Duration, probe, oob []byte, wall int64) rttSample {
+	s := rttSample{sent: sent, rtt: now - sent}
+	rx, ok := kernelStamp(oob)
+	if !ok || len(probe) < probeLegs {
+		return s
+	}
+	echoRx := time.Duration(binary.BigEndian.Uint64(probe[16:24]))
+	echoTx := time.Duration(binary.BigEndian.Uint64(probe[24:32]))
+	if echoRx == 0 || echoTx == 0 {
+		return s
+	}
+	back := time.Duration(rx - wall)
+	s.up, s.echo, s.down, s.reader = echoRx-sent, echoTx-echoRx, back-echoTx, now-back
+	return s
+}
 
 func (r trialResult) lossPct() float64 {
 	if r.sent == 0 {
@@ -292,7 +404,7 @@ func runTrial(flows []*flow, echoes []*echoPeer, trial *atomic.Uint32, pid int, 
 		if f.in == nil {
 			// Few flows run fast and fill batches; many flows run slow
 			// and would only hold idle buffers.
-			f.in = newBatch(max(2, min(batchSize/4, 256/len(flows))), 2048)
+			f.in = newStampedBatch(max(2, min(batchSize/4, 256/len(flows))), 2048)
 		}
 		readers.Go(func() { f.read(id) })
 	}
@@ -358,7 +470,7 @@ func (f *flow) read(trial uint32) {
 			}
 			continue // e.g. ECONNREFUSED from an earlier ICMP; the socket still works
 		}
-		now := time.Since(epoch)
+		now, wall := time.Since(epoch), epochWall()
 		for i := range msgs[:n] {
 			_, data, ok := parseChannelData(msgs[i].Buffers[0][:msgs[i].N])
 			if !ok {
@@ -368,7 +480,7 @@ func (f *flow) read(trial uint32) {
 			if !ok || t != trial {
 				continue
 			}
-			f.samples = append(f.samples, rttSample{sent: sent, rtt: now - sent})
+			f.samples = append(f.samples, newRTTSample(sent, now, data, msgs[i].OOB[:msgs[i].NN], wall))
 			f.recv.Add(1)
 		}
 	}

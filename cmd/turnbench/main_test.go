@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -87,6 +88,7 @@ func TestRelayTrial(t *testing.T) {
 			if r.cpuRun <= 0 || r.rss <= 0 {
 				t.Fatalf("cpu %v, rss %d", r.cpuRun, r.rss)
 			}
+			checkLegs(t, r.samples)
 			checkRTTTrace(t, r)
 		})
 	}
@@ -97,6 +99,22 @@ func TestRelayTrial(t *testing.T) {
 	}
 	if n := s.AllocationCount(); n != 0 {
 		t.Fatalf("%d allocations left after release", n)
+	}
+}
+
+// checkLegs: every probe back carries its legs (the kernel stamped it at
+// the echo peer and at the client), and they add up to its round trip. A
+// leg may come out a little below 0 only from the wall and monotonic
+// clocks drifting apart within the test.
+func checkLegs(t *testing.T, samples []rttSample) {
+	t.Helper()
+	const drift = 50 * time.Microsecond
+	for _, s := range samples {
+		legs := []time.Duration{s.up, s.echo, s.down, s.reader}
+		if s.up == 0 || s.up+s.echo+s.down+s.reader != s.rtt || slices.Min(legs) < -drift {
+			t.Fatalf("probe sent at %v: rtt %v, legs up %v, echo %v, down %v, reader %v: want legs >= 0 adding up to the rtt",
+				s.sent, s.rtt, s.up, s.echo, s.down, s.reader)
+		}
 	}
 }
 
@@ -118,9 +136,9 @@ func checkRTTTrace(t *testing.T, r trialResult) {
 	}
 	last := -1.0
 	for i, line := range lines {
-		var sent, rtt float64
-		if _, err := fmt.Sscanf(line, "%f %f", &sent, &rtt); err != nil || sent < last || rtt <= 0 || (i == 0 && sent != 0) {
-			t.Fatalf("trace line %d %q after %.3f: want send times from 0 in order and a positive RTT", i, line, last)
+		var sent, rtt, up, echo, down, reader float64
+		if _, err := fmt.Sscanf(line, "%f %f %f %f %f %f", &sent, &rtt, &up, &echo, &down, &reader); err != nil || sent < last || rtt <= 0 || (i == 0 && sent != 0) {
+			t.Fatalf("trace line %d %q after %.3f: want send times from 0 in order, a positive RTT and four legs", i, line, last)
 		}
 		last = sent
 	}

@@ -2,9 +2,13 @@ package main
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestPercentile(t *testing.T) {
@@ -144,6 +148,74 @@ func TestWritePairedTails(t *testing.T) {
 			}
 			if strings.Contains(out.String(), "(e)") {
 				t.Errorf("(e) was not measured, yet reported:\n%s", out.String())
+			}
+		})
+	}
+}
+
+// kernelStamp finds SCM_TIMESTAMPNS among control messages and refuses
+// what it cannot read.
+func TestKernelStamp(t *testing.T) {
+	stamp := func(level, typ int32, sec, nsec int64) []byte {
+		b := make([]byte, unix.CmsgSpace(16))
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		h.Level, h.Type = level, typ
+		h.SetLen(unix.CmsgLen(16))
+		ts := (*unix.Timespec)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
+		ts.Sec, ts.Nsec = sec, nsec
+		return b
+	}
+	good := stamp(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, 3, 7)
+	other := stamp(unix.IPPROTO_IP, unix.IP_TTL, 0, 0)
+	short := slices.Clone(good)
+	(*unix.Cmsghdr)(unsafe.Pointer(&short[0])).SetLen(unix.CmsgLen(4))
+	overlong := slices.Clone(good)
+	(*unix.Cmsghdr)(unsafe.Pointer(&overlong[0])).SetLen(len(good) + 1)
+	tests := []struct {
+		name string
+		oob  []byte
+		want int64
+		ok   bool
+	}{
+		{"none", nil, 0, false},
+		{"the stamp", good, 3e9 + 7, true},
+		{"after another message", append(slices.Clone(other), good...), 3e9 + 7, true},
+		{"another message only", other, 0, false},
+		{"cut short", good[:unix.SizeofCmsghdr+4], 0, false},
+		{"a length too short for a timespec", short, 0, false},
+		{"a length past the buffer", overlong, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := kernelStamp(tc.oob)
+			if got != tc.want || ok != tc.ok {
+				t.Fatalf("kernelStamp = %d, %v; want %d, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+func TestLegsP99(t *testing.T) {
+	ms := time.Millisecond
+	var samples []rttSample
+	for i := range 100 {
+		d := time.Duration(i+1) * ms / 10
+		samples = append(samples, rttSample{up: d, echo: 2 * d, down: 3 * d, reader: 4 * d})
+	}
+	tests := []struct {
+		name    string
+		samples []rttSample
+		want    string
+	}{
+		{"none", nil, "-"},
+		{"no stamps", []rttSample{{sent: ms, rtt: ms}}, "-"},
+		{"each leg's own p99", samples, "9.90/19.80/29.70/39.60"},
+		{"unstamped probes left out", append([]rttSample{{rtt: time.Hour}}, samples...), "9.90/19.80/29.70/39.60"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := legsP99(tc.samples); got != tc.want {
+				t.Fatalf("legsP99 = %q, want %q", got, tc.want)
 			}
 		})
 	}
