@@ -94,26 +94,47 @@ func TestPickRelayAddress(t *testing.T) {
 
 // bufferSizes reads back what the kernel gave, in the units asked for.
 func TestBufferSizes(t *testing.T) {
+	const small = 64 << 10
+	c := udpWithBuffers(t, askBuffers(small))
+	rcv, snd, err := bufferSizes(c)
+	if err != nil || rcv != small || snd != small {
+		t.Fatalf("bufferSizes = %d, %d, %v; want %d each", rcv, snd, err, small)
+	}
+}
+
+// udpWithBuffers opens a loopback UDP socket, closed at the test's end, and
+// sets its buffers with set.
+func udpWithBuffers(t *testing.T, set func(fd int) error) *net.UDPConn {
+	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	rc, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	const small = 64 << 10
-	rc.Control(func(fd uintptr) {
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = set(int(fd)) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return c
+}
+
+// askBuffers asks for size-byte receive and send buffers, as an
+// unprivileged process can.
+func askBuffers(size int) func(fd int) error {
+	return func(fd int) error {
 		for _, opt := range []int{unix.SO_RCVBUF, unix.SO_SNDBUF} {
-			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, small); err != nil {
-				t.Fatal(err)
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, size); err != nil {
+				return err
 			}
 		}
-	})
-	rcv, snd, err := bufferSizes(c)
-	if err != nil || rcv != small || snd != small {
-		t.Fatalf("bufferSizes = %d, %d, %v; want %d each", rcv, snd, err, small)
+		return nil
 	}
 }
 
@@ -123,34 +144,16 @@ func TestBufferSizes(t *testing.T) {
 func TestCheckBuffersWarns(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		size     int // asked with SO_RCVBUF and SO_SNDBUF; 0: listenerBuffer through setBuffers
+		set      func(fd int) error
+		small    bool // asked for less than listenerBuffer
 		wantWarn bool
 	}{
-		{"small buffers", 64 << 10, true},
-		{"the buffers asked for", 0, false},
+		{"small buffers", askBuffers(64 << 10), true, true},
+		{"the buffers asked for", func(fd int) error { setBuffers(fd); return nil }, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			rc, err := c.SyscallConn()
-			if err != nil {
-				t.Fatal(err)
-			}
-			rc.Control(func(fd uintptr) {
-				if tc.size == 0 {
-					setBuffers(int(fd))
-					return
-				}
-				for _, opt := range []int{unix.SO_RCVBUF, unix.SO_SNDBUF} {
-					if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, tc.size); err != nil {
-						t.Fatal(err)
-					}
-				}
-			})
-			if rcv, snd, _ := bufferSizes(c); tc.size == 0 && (rcv < listenerBuffer || snd < listenerBuffer) {
+			c := udpWithBuffers(t, tc.set)
+			if rcv, snd, _ := bufferSizes(c); !tc.small && (rcv < listenerBuffer || snd < listenerBuffer) {
 				t.Skipf("this process cannot get %d-byte buffers (%d, %d): needs CAP_NET_ADMIN or net.core.rmem_max/wmem_max raised", listenerBuffer, rcv, snd)
 			}
 			var logs strings.Builder
