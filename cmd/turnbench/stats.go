@@ -85,7 +85,9 @@ func pairTails(callbox, other []row, limit time.Duration) pairedTail {
 	pt := pairedTail{}
 	for i := range min(len(callbox), len(other)) {
 		c, o := callbox[i], other[i]
-		if c.steal > limit || o.steal > limit || o.p99 <= 0 {
+		// A p99 of 0 is a window with no probe back (all lost): no tail
+		// to compare, and it must not count as the shorter one.
+		if c.steal > limit || o.steal > limit || c.p99 <= 0 || o.p99 <= 0 {
 			continue
 		}
 		ratios = append(ratios, c.p99/o.p99)

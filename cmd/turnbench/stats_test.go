@@ -106,6 +106,7 @@ func TestPairTails(t *testing.T) {
 		{"uneven rounds count up to the shorter", []row{r(1, 0), r(1, 0)}, []row{r(2, 0)}, quietSteal, 1, 1, 0.5},
 		{"the limit is the caller's", []row{r(1, 0)}, []row{r(2, 40)}, 50 * time.Millisecond, 1, 1, 0.5},
 		{"a zero p99 has no ratio", []row{r(1, 0)}, []row{r(0, 0)}, quietSteal, 0, 0, math.NaN()},
+		{"nothing back is not a shorter tail", []row{r(0, 0), r(1, 0)}, []row{r(1, 0), r(2, 0)}, quietSteal, 1, 1, 0.5},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
