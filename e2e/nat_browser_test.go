@@ -11,7 +11,6 @@ package e2e
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,15 +24,20 @@ import (
 // launcher runs Chromium there, the self-signed certificate of callbox's
 // HTTPS (and of its TURN over TLS) is accepted, and loopback does not
 // carry ICE (each namespace has its own, useless to the other side).
+//
+// The launcher is a committed script, not one written per test: a file
+// written while parallel tests fork browsers can be held open for writing
+// by a child between its fork and exec, and exec then fails with "text
+// file busy" (ETXTBSY, Go issue 22315), as it did once in CI.
 func nsBrowserOptions(t *testing.T, exe, ns string) []chromedp.ExecAllocatorOption {
 	t.Helper()
-	launcher := filepath.Join(t.TempDir(), "chromium-in-"+ns)
-	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", ns, exe)
-	if err := os.WriteFile(launcher, []byte(script), 0o755); err != nil {
+	launcher, err := filepath.Abs(filepath.Join("testdata", "chromium-in-netns"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	return []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(launcher),
+		chromedp.Env("CALLBOX_NETNS="+ns, "CALLBOX_CHROMIUM="+exe),
 		chromedp.Flag("ignore-certificate-errors", true),
 		chromedp.Flag("allow-loopback-in-peer-connection", false),
 	}
