@@ -1,6 +1,7 @@
 package turnserver
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -362,6 +363,29 @@ func relayedAddr(t *testing.T, m *stun.Message) *net.UDPAddr {
 func (c *rawClient) allocate() (*stun.Message, int) {
 	c.t.Helper()
 	return c.request(stun.MethodAllocate, requestedUDP())
+}
+
+// channelEcho allocates for user, binds channel 0x4001 to the echo peer
+// at pa and checks that a ChannelData datagram carrying tag comes back.
+func channelEcho(t *testing.T, s *Server, user string, pa *net.UDPAddr, tag byte) {
+	t.Helper()
+	u, p := validCreds(user)
+	c := newRawClient(t, s, u, p, false)
+	if _, code := c.allocate(); code != 0 {
+		t.Fatalf("%s: Allocate: %d", user, code)
+	}
+	if _, code := c.request(stun.MethodChannelBind, channelAttr(0x4001), peerAttr(pa.IP, pa.Port)); code != 0 {
+		t.Fatalf("%s: ChannelBind: %d", user, code)
+	}
+	msg := []byte{0x40, 0x01, 0x00, 0x01, tag, 0, 0, 0}
+	buf := make([]byte, 2048)
+	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.conn.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.conn.Read(buf); err != nil || !bytes.Equal(buf[:n], msg) {
+		t.Fatalf("%s: echo % x, %v; want % x", user, buf[:n], err, msg)
+	}
 }
 
 func isTimeout(err error) bool {

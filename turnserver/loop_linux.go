@@ -32,6 +32,7 @@ package turnserver
 import (
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -97,7 +98,26 @@ type dataLoop struct {
 	wakeRd [8]byte
 }
 
+// minProcs is the least GOMAXPROCS the loop runs well with. It waits
+// holding its P; were that the only P (GOMAXPROCS=1: a one-CPU VPS, or a
+// one-CPU cgroup limit), sysmon would find no idle P, take the P out of
+// every wait past its 20 µs tick and keep polling at that tick: twice the
+// CPU per relayed packet of the same loop beside a second, idle P
+// (docs/performance.md, "One CPU").
+const minProcs = 2
+
+// reserveSpareP raises GOMAXPROCS to minProcs where it is lower. Setting
+// it ends the runtime's own updates of GOMAXPROCS to a changed CPU limit:
+// a one-CPU limit raised later leaves it at 2.
+func reserveSpareP(log *slog.Logger) {
+	if n := runtime.GOMAXPROCS(0); n < minProcs {
+		runtime.GOMAXPROCS(minProcs)
+		log.Info("turn: GOMAXPROCS raised so the data plane's wait leaves a P for the rest", "from", n, "to", minProcs)
+	}
+}
+
 func newDataLoop(log *slog.Logger) (*dataLoop, error) {
+	reserveSpareP(log)
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("turnserver: epoll_create1: %w", err)

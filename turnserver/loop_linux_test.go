@@ -4,6 +4,8 @@ package turnserver
 
 import (
 	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -50,4 +52,20 @@ func (lp *dataLoop) size() int {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	return len(lp.members)
+}
+
+// TestOneCPUKeepsSpareP: on one CPU (GOMAXPROCS=1) the server raises
+// GOMAXPROCS to 2, so the loop's wait holding its P leaves one for the
+// rest, and says so; the relay works.
+func TestOneCPUKeepsSpareP(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ts := startServer(t, testConfig())
+	if got := runtime.GOMAXPROCS(0); got != minProcs {
+		t.Fatalf("GOMAXPROCS %d after New, want %d", got, minProcs)
+	}
+	if !strings.Contains(ts.logs.String(), "GOMAXPROCS raised") {
+		t.Errorf("no log line about GOMAXPROCS:\n%s", ts.logs.String())
+	}
+	peer := startPeer(t, true)
+	channelEcho(t, ts.Server, "one-cpu", peer.addr(), 1)
 }

@@ -168,23 +168,7 @@ func TestDataLoops(t *testing.T) {
 	pa := peer.addr()
 	const clients = 24
 	for i := range clients {
-		u, p := validCreds(fmt.Sprintf("user%d", i))
-		c := newRawClient(t, ts.Server, u, p, false)
-		if _, code := c.allocate(); code != 0 {
-			t.Fatalf("client %d: Allocate: %d", i, code)
-		}
-		if _, code := c.request(stun.MethodChannelBind, channelAttr(0x4001), peerAttr(pa.IP, pa.Port)); code != 0 {
-			t.Fatalf("client %d: ChannelBind: %d", i, code)
-		}
-		msg := []byte{0x40, 0x01, 0x00, 0x01, byte(i), 0, 0, 0}
-		buf := make([]byte, 2048)
-		c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.conn.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := c.conn.Read(buf); err != nil || !bytes.Equal(buf[:n], msg) {
-			t.Fatalf("client %d: echo % x %v", i, buf[:n], err)
-		}
+		channelEcho(t, ts.Server, fmt.Sprintf("user%d", i), pa, byte(i))
 	}
 	// SO_REUSEPORT spreads 24 client addresses over the 3 sockets: every
 	// loop holds its listener and some relays.
