@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -70,6 +72,7 @@ type options struct {
 	verbose        bool
 	rttTrace       string
 	maxSteal       time.Duration
+	serverCPUs     string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -97,8 +100,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.callboxEnv, "callbox-env", "", "extra environment of the callbox process, comma-separated `KEY=VALUE` pairs (e.g. GOMAXPROCS=1,GOGC=50)")
 	fs.StringVar(&o.rttTrace, "rtt-trace", "", "write each measured window's probes (send time, RTT and its legs: up, echo, down, reader; ms) to `prefix`.SERVER.SCENARIO.N")
 	fs.DurationVar(&o.maxSteal, "max-steal", 0, "measure a window of (a), (b) or (e) again when the hypervisor's steal time in it exceeded `limit` (up to 3 tries; the least stolen counts); 0: never")
+	fs.StringVar(&o.serverCPUs, "server-cpus", "", "run the servers on these CPUs (say 1, or 2-3) and the generator on the others; coturn gets as many relay threads as CPUs, as on a machine of that size; empty: everything shares every CPU")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.serverCPUs != "" {
+		if _, err := parseCPUList(o.serverCPUs); err != nil {
+			return o, fmt.Errorf("-server-cpus: %w", err)
+		}
 	}
 	for _, kv := range splitList(o.callboxEnv) {
 		if !strings.Contains(kv, "=") {
@@ -180,6 +189,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("coturn's turnserver: %w (install the Debian package coturn, or -servers callbox)", err)
 	}
 	setup.callboxEnv = splitList(o.callboxEnv)
+	if o.serverCPUs != "" {
+		var allowed unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+			return fmt.Errorf("-server-cpus: %w", err)
+		}
+		if setup.cpus, err = newCPUSplit(o.serverCPUs, allowed); err != nil {
+			return fmt.Errorf("-server-cpus: %w", err)
+		}
+		if err := setup.cpus.pinGenerator(); err != nil {
+			return err
+		}
+		defer pinThreads(&allowed) //nolint:errcheck // back as it was, for a caller that goes on (the tests)
+	}
 	setup.baseline = o.baseline
 	if o.callboxProfile != "" {
 		if setup.harness, err = os.Executable(); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/callbox/callbox/config"
 	"github.com/callbox/callbox/turnserver"
+	"golang.org/x/sys/unix"
 )
 
 const testSecret = "turnbench-test-secret-0123"
@@ -210,6 +211,9 @@ func TestParseFlags(t *testing.T) {
 		{name: "callbox env without value", args: []string{"-callbox-env", "GOMAXPROCS"}, wantErr: "KEY=VALUE"},
 		{name: "max steal", args: []string{"-max-steal", "50ms"}},
 		{name: "negative max steal", args: []string{"-max-steal", "-1s"}, wantErr: "-max-steal"},
+		{name: "server cpus", args: []string{"-server-cpus", "1"}},
+		{name: "server cpus backwards", args: []string{"-server-cpus", "3-1"}, wantErr: "-server-cpus"},
+		{name: "server cpus not numbers", args: []string{"-server-cpus", "one"}, wantErr: "-server-cpus"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -266,18 +270,43 @@ func TestRunCoturn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts coturn; skipped with -short")
 	}
-	var out, errs bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	err := run(ctx, []string{"-servers", "coturn", "-rounds", "1", "-duration", "300ms",
-		"-search-duration", "200ms", "-search-steps", "0", "-scenarios", "a,c,d"}, &out, &errs)
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, errs.String())
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		t.Fatal(err)
 	}
-	report := out.String()
-	for _, want := range []string{"| (a) 20 allocations", "| (c) 4 allocations", "| (d) STUN Binding | coturn |", "coturn 4."} {
-		if !strings.Contains(report, want) {
-			t.Errorf("report lacks %q:\n%s", want, report)
-		}
+	tests := []struct {
+		name  string
+		extra []string
+		want  []string
+	}{
+		{name: "shared CPUs"},
+		// The last CPU for coturn, the others for the generator.
+		{name: "server CPUs", extra: []string{"-server-cpus", strconv.Itoa(lastCPU(allowed))},
+			want: []string{"The servers ran on CPU " + strconv.Itoa(lastCPU(allowed)) + " (coturn with --relay-threads=1)"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.extra != nil && allowed.Count() < 2 {
+				t.Skip("one CPU: none to spare for -server-cpus")
+			}
+			var out, errs bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			args := append([]string{"-servers", "coturn", "-rounds", "1", "-duration", "300ms",
+				"-search-duration", "200ms", "-search-steps", "0", "-scenarios", "a,c,d"}, tc.extra...)
+			if err := run(ctx, args, &out, &errs); err != nil {
+				t.Fatalf("run: %v\n%s", err, errs.String())
+			}
+			report := out.String()
+			for _, want := range append([]string{"| (a) 20 allocations", "| (c) 4 allocations", "| (d) STUN Binding | coturn |", "coturn 4."}, tc.want...) {
+				if !strings.Contains(report, want) {
+					t.Errorf("report lacks %q:\n%s", want, report)
+				}
+			}
+			var after unix.CPUSet
+			if err := unix.SchedGetaffinity(0, &after); err != nil || after != allowed {
+				t.Errorf("this thread's CPUs after run: %v (%v), want them back as before", after, err)
+			}
+		})
 	}
 }

@@ -24,6 +24,9 @@ func writeReport(w io.Writer, b *bench, servers []string, args []string) error {
 		time.Since(b.started).Round(time.Second), b.loadStart, b.loadEnd)
 	fmt.Fprintf(bw, "Command: `go run ./cmd/turnbench %s`\n\n", strings.Join(args, " "))
 	fmt.Fprintf(bw, "Servers: %s.\n\n", versions(b.setup, servers))
+	if c := b.setup.cpus; c != nil {
+		fmt.Fprintf(bw, "The servers ran on CPU %s (coturn with --relay-threads=%d), the generator on the other CPUs.\n\n", c.serverList, c.serverCPUs())
+	}
 	if b.o.maxSteal > 0 {
 		fmt.Fprintf(bw, "Windows of (a), (b), (e) robbed of more than %s by the hypervisor (steal) were measured again, up to %d tries, the least stolen counting: %d measured again.\n\n", b.o.maxSteal, stealTries, b.retried)
 	}

@@ -50,6 +50,8 @@ type serverSetup struct {
 	harness       string
 	profilePrefix string
 	profiles      *int
+	// cpus, when set, holds the servers to their CPUs (-server-cpus).
+	cpus *cpuSplit
 }
 
 func (s serverSetup) command(kind, dir string, port int) (*exec.Cmd, error) {
@@ -92,14 +94,18 @@ listen = ""
 	case "coturn":
 		// The flags keep coturn from writing outside dir and from
 		// starting listeners the other server does not have (TLS, CLI).
-		return exec.Command(s.coturn,
-			"--use-auth-secret", "--static-auth-secret="+s.secret, "--realm="+benchRealm,
-			"--listening-ip=127.0.0.1", "--listening-port="+strconv.Itoa(port), "--relay-ip=127.0.0.1",
+		args := []string{"--use-auth-secret", "--static-auth-secret=" + s.secret, "--realm=" + benchRealm,
+			"--listening-ip=127.0.0.1", "--listening-port=" + strconv.Itoa(port), "--relay-ip=127.0.0.1",
 			"--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls",
-			"--min-port="+strconv.Itoa(s.relayMin), "--max-port="+strconv.Itoa(s.relayMax),
+			"--min-port=" + strconv.Itoa(s.relayMin), "--max-port=" + strconv.Itoa(s.relayMax),
 			"--log-file=stdout", "--simple-log",
-			"--pidfile="+filepath.Join(dir, "turnserver.pid"), "--db="+filepath.Join(dir, "turndb"),
-			"--total-quota=0", "--user-quota=0"), nil
+			"--pidfile=" + filepath.Join(dir, "turnserver.pid"), "--db=" + filepath.Join(dir, "turndb"),
+			"--total-quota=0", "--user-quota=0"}
+		if s.cpus != nil {
+			// coturn counts the machine's CPUs, not the ones it may use.
+			args = append(args, "--relay-threads="+strconv.Itoa(s.cpus.serverCPUs()))
+		}
+		return exec.Command(s.coturn, args...), nil
 	}
 	return nil, fmt.Errorf("turnbench: unknown server %q", kind)
 }
@@ -139,7 +145,11 @@ func launch(ctx context.Context, kind string, setup serverSetup, dir string, por
 	}
 	defer logFile.Close() // the child holds its own descriptor
 	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logFile, logFile
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if setup.cpus != nil {
+		start = func() error { return setup.cpus.start(cmd) }
+	}
+	if err := start(); err != nil {
 		return nil, fmt.Errorf("turnbench: start %s: %w", kind, err)
 	}
 	p := &serverProc{kind: kind, cmd: cmd, dir: dir, exited: make(chan struct{}),
