@@ -100,15 +100,15 @@ type dataLoop struct {
 
 // minProcs is the least GOMAXPROCS the loop runs well with. It waits
 // holding its P; were that the only P (GOMAXPROCS=1: a one-CPU VPS, or a
-// one-CPU cgroup limit), sysmon would find no idle P, take the P out of
+// process pinned to one CPU), sysmon would find no idle P, take the P out of
 // every wait past its 20 µs tick and keep polling at that tick: twice the
 // CPU per relayed packet of the same loop beside a second, idle P
 // (docs/performance.md, "One CPU").
 const minProcs = 2
 
 // reserveSpareP raises GOMAXPROCS to minProcs where it is lower. Setting
-// it ends the runtime's own updates of GOMAXPROCS to a changed CPU limit:
-// a one-CPU limit raised later leaves it at 2.
+// it ends the runtime's own updates of GOMAXPROCS, which would follow a
+// change of the CPUs the process may use: given more later, it stays 2.
 func reserveSpareP(log *slog.Logger) {
 	if n := runtime.GOMAXPROCS(0); n < minProcs {
 		runtime.GOMAXPROCS(minProcs)
