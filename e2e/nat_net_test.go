@@ -39,23 +39,6 @@ const (
 	natFirewall  natKind = "firewall"  // MASQUERADE, UDP dropped, TCP out to port 443 only
 )
 
-// describe is the kind as docs/connectivity.md names it.
-func (k natKind) describe() string {
-	switch k {
-	case natNone:
-		return "no NAT (public address)"
-	case natFullCone:
-		return "full-cone-like NAT"
-	case natPortRestr:
-		return "port-restricted cone NAT"
-	case natSymmetric:
-		return "symmetric NAT"
-	case natFirewall:
-		return "firewall: no UDP, TCP to 443 only"
-	}
-	return string(k)
-}
-
 // Addresses of the test network. 203.0.113.0/24 (TEST-NET-3, RFC 5737) is
 // its internet: no real network routes it, and callbox's peer policy denies
 // it until turn.allowed_peers opens it, as an operator would for a real
