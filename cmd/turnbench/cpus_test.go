@@ -2,6 +2,7 @@ package main
 
 import (
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -101,6 +102,10 @@ func TestCPUSplitStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Locked here, start's own lock nests: the thread checked below is
+	// the one that forked.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	cmd := exec.Command("grep", "Cpus_allowed_list", "/proc/self/status")
 	var out strings.Builder
 	cmd.Stdout = &out
