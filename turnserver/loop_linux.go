@@ -106,7 +106,8 @@ type dataLoop struct {
 // (docs/performance.md, "One CPU").
 const minProcs = 2
 
-// reserveSpareP raises GOMAXPROCS to minProcs where it is lower. Setting
+// reserveSpareP raises GOMAXPROCS to minProcs where it is lower; New calls
+// it before it sizes the loops (dataLoops). Setting
 // it ends the runtime's own updates of GOMAXPROCS, which would follow a
 // change of the CPUs the process may use: given more later, it stays 2.
 func reserveSpareP(log *slog.Logger) {
@@ -117,7 +118,6 @@ func reserveSpareP(log *slog.Logger) {
 }
 
 func newDataLoop(log *slog.Logger) (*dataLoop, error) {
-	reserveSpareP(log)
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("turnserver: epoll_create1: %w", err)

@@ -27,6 +27,10 @@ type dataLoop struct {
 	nextID  atomic.Int32
 }
 
+// reserveSpareP has nothing to do here: these readers wait in Go's
+// netpoller, holding no P.
+func reserveSpareP(*slog.Logger) {}
+
 func newDataLoop(*slog.Logger) (*dataLoop, error) {
 	return &dataLoop{started: make(chan struct{})}, nil
 }

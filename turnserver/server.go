@@ -104,6 +104,7 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 		sockets = runtime.NumCPU()
 	}
 	s := &Server{cfg: cfg, log: opts.Logger, reg: opts.Registerer, relays: newRelayRegistry()}
+	reserveSpareP(s.log)
 	if err := s.newLoops(dataLoops(sockets)); err != nil {
 		return nil, err
 	}
@@ -321,7 +322,8 @@ func freeUDPPort(network string, ip netip.Addr) (uint16, error) {
 // socket, but no more than GOMAXPROCS-1. A loop's thread keeps its P while
 // it waits in epoll_pwait (see loop_linux.go), so at least one P must stay
 // for everything else: were every P held that way, the runtime would have
-// to take one back out of a wait for each goroutine that wakes up.
+// to take one back out of a wait for each goroutine that wakes up. New
+// calls reserveSpareP first, so there are at least two.
 func dataLoops(sockets int) int {
 	return max(1, min(sockets, runtime.GOMAXPROCS(0)-1))
 }
