@@ -97,7 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the generator's own CPU profile to `file` (what the load costs)")
 	fs.StringVar(&o.callboxProfile, "callbox-cpuprofile", "", "profile callbox's TURN server: run it in this binary's harness (turnserver.New on the same config, no hub) and write its CPU profile of each round to `prefix`.N")
 	fs.StringVar(&o.baseline, "baseline", "", "another callbox `binary` (say, built from an older commit), measured as server \"baseline\" when -servers names it")
-	fs.StringVar(&o.callboxEnv, "callbox-env", "", "extra environment of the callbox process, comma-separated `KEY=VALUE` pairs (e.g. GOMAXPROCS=1,GOGC=50)")
+	fs.StringVar(&o.callboxEnv, "callbox-env", "", "extra environment of the callbox process, comma-separated `KEY=VALUE` pairs (e.g. GOGC=50,GODEBUG=gctrace=1)")
 	fs.StringVar(&o.rttTrace, "rtt-trace", "", "write each measured window's probes (send time, RTT and its legs: up, echo, down, reader; ms) to `prefix`.SERVER.SCENARIO.N")
 	fs.DurationVar(&o.maxSteal, "max-steal", 0, "measure a window of (a), (b) or (e) again when the hypervisor's steal time in it exceeded `limit` (up to 3 tries; the least stolen counts); 0: never")
 	fs.StringVar(&o.serverCPUs, "server-cpus", "", "run the servers on these CPUs (say 1, or 2-3) and the generator on the others; coturn gets as many relay threads as CPUs, as on a machine of that size; empty: everything shares every CPU")
