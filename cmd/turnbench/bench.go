@@ -60,9 +60,10 @@ type bench struct {
 	o       options
 	setup   serverSetup
 	log     *slog.Logger
-	results map[string]map[string][]row // scenario id, server kind
-	traced  map[string]int              // -rtt-trace windows written, by "SERVER.SCENARIO"
-	retried int                         // windows measured again for steal (-max-steal)
+	results map[string]map[string][]row      // scenario id, server kind
+	traced  map[string]int                   // -rtt-trace windows written, by "SERVER.SCENARIO"
+	pooled  map[string]map[string]*pooledRTT // scenario id, server kind: the quiet windows' probes
+	retried int                              // windows measured again for steal (-max-steal)
 	started time.Time
 	// load averages at the start and the end, for the report
 	loadStart, loadEnd string
@@ -186,6 +187,9 @@ func (b *bench) runScenario(p *serverProc, sc scenario, echoes []*echoPeer, tria
 		if err == nil && b.o.rttTrace != "" {
 			err = b.writeRTTTrace(p.kind, sc.id, res.samples)
 		}
+		if err == nil && res.steal <= b.quietLimit() {
+			b.pool(p.kind, sc.id).add(res.samples)
+		}
 	}
 	if err != nil {
 		return row{}, err
@@ -213,6 +217,26 @@ func (b *bench) leastStolenTrial(server, scenario string, measure func() (trialR
 		}
 	}
 	return best, err
+}
+
+// quietLimit is the steal a window may have had and still count in the
+// report's tail comparisons: -max-steal, or quietSteal without it.
+func (b *bench) quietLimit() time.Duration {
+	if b.o.maxSteal > 0 {
+		return b.o.maxSteal
+	}
+	return quietSteal
+}
+
+// pool is where kind's probes of scenario id go.
+func (b *bench) pool(kind, id string) *pooledRTT {
+	if b.pooled[id] == nil {
+		b.pooled[id] = map[string]*pooledRTT{}
+	}
+	if b.pooled[id][kind] == nil {
+		b.pooled[id][kind] = &pooledRTT{}
+	}
+	return b.pooled[id][kind]
 }
 
 // writeRTTTrace writes every probe of a measured window as "sent_ms rtt_ms

@@ -91,6 +91,7 @@ func TestRelayTrial(t *testing.T) {
 			}
 			checkLegs(t, r.samples)
 			checkRTTTrace(t, r)
+			checkPooled(t, r)
 		})
 	}
 	releaseFlows(flows)
@@ -116,6 +117,32 @@ func checkLegs(t *testing.T, samples []rttSample) {
 			t.Fatalf("probe sent at %v: rtt %v, legs up %v, echo %v, down %v, reader %v: want legs >= 0 adding up to the rtt",
 				s.sent, s.rtt, s.up, s.echo, s.down, s.reader)
 		}
+	}
+}
+
+// checkPooled pools r's probes as the report does, twice: the tail of
+// the pool is the tail of the probes, to the microsecond, and a window
+// adds its probes.
+func checkPooled(t *testing.T, r trialResult) {
+	t.Helper()
+	var p pooledRTT
+	p.add(r.samples)
+	p.add(r.samples)
+	twice := slices.Sorted(slices.Values(append(slices.Clone(r.rtts), r.rtts...)))
+	for _, pct := range []float64{50, 99, 99.9, 100} {
+		if got, want := p.rtt.percentile(pct), percentile(twice, pct).Truncate(time.Microsecond); got != want {
+			t.Errorf("pooled p%g = %v, want %v", pct, got, want)
+		}
+	}
+	var downs []time.Duration
+	for _, s := range r.samples {
+		downs = append(downs, s.down, s.down)
+	}
+	slices.Sort(downs)
+	if p.windows != 2 || p.rtt.n != 2*len(r.rtts) || p.legs[2].n != len(downs) ||
+		p.legs[2].percentile(99) != max(0, percentile(downs, 99)).Truncate(time.Microsecond) {
+		t.Errorf("pooled %d windows, %d probes, %d down legs, down p99 %v; want 2, %d, %d, %v", p.windows, p.rtt.n,
+			p.legs[2].n, p.legs[2].percentile(99), 2*len(r.rtts), len(downs), percentile(downs, 99).Truncate(time.Microsecond))
 	}
 }
 

@@ -76,7 +76,46 @@ func writeReport(w io.Writer, b *bench, servers []string, args []string) error {
 	if slices.Contains(servers, "callbox") && slices.Contains(servers, "baseline") {
 		writeRatios(bw, b, "baseline", false)
 	}
+	writePooledTails(bw, b, servers)
 	return bw.Flush()
+}
+
+// writePooledTails prints each server's round trips of every quiet window
+// as one distribution: with 100,000 probes a window, a run's p99 and p99.9
+// then rest on every round at once, where the medians and the paired table
+// take one p99 from each.
+func writePooledTails(w io.Writer, b *bench, servers []string) {
+	var lines []string
+	for _, id := range []string{"a", "b", "e"} {
+		ref := b.pooled[id]["coturn"]
+		for _, kind := range servers {
+			p := b.pooled[id][kind]
+			if p == nil {
+				continue
+			}
+			vs := "–"
+			if ref != nil && kind != "coturn" && ref.rtt.percentile(99) > 0 {
+				vs = fmt.Sprintf("%.2f×", float64(p.rtt.percentile(99))/float64(ref.rtt.percentile(99)))
+			}
+			legs := "–"
+			if p.legs[0].n > 0 {
+				legs = fmt.Sprintf("%.3f / %.3f / %.3f / %.3f", ms(p.legs[0].percentile(99)), ms(p.legs[1].percentile(99)),
+					ms(p.legs[2].percentile(99)), ms(p.legs[3].percentile(99)))
+			}
+			lines = append(lines, fmt.Sprintf("| (%s) | %s | %d | %d | %.3f | %.3f | %.3f | %s | %s |", id, kind, p.windows, p.rtt.n,
+				ms(p.rtt.percentile(50)), ms(p.rtt.percentile(99)), ms(p.rtt.percentile(99.9)), legs, vs))
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "Pooled: every probe of each server's windows with at most %s of steal, as one distribution (to the µs; each leg its own percentile, over the probes with stamps):\n\n", b.quietLimit())
+	fmt.Fprintln(w, "| Scenario | Server | Windows | Probes | RTT p50 ms | RTT p99 ms | RTT p99.9 ms | Legs p99 ms: up / echo / down / reader | RTT p99 ÷ coturn's |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---|---:|")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
 }
 
 // writeRatios prints callbox÷other of the medians, next to issue 7's
@@ -126,10 +165,7 @@ func writeRatios(w io.Writer, b *bench, other string, targets bool) {
 // writePairedTails prints the RTT p99 comparison round by round, over the
 // rounds where neither server's window lost more than the steal limit.
 func writePairedTails(w io.Writer, b *bench, other string) {
-	limit := b.o.maxSteal
-	if limit == 0 {
-		limit = quietSteal
-	}
+	limit := b.quietLimit()
 	var lines []string
 	for _, id := range []string{"a", "b", "e"} {
 		if b.results[id] == nil {

@@ -17,9 +17,14 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	if p >= 100 {
 		return sorted[n-1]
 	}
-	rank := int(math.Ceil(p / 100 * float64(n)))
-	rank = max(1, min(rank, n))
-	return sorted[rank-1]
+	return sorted[nearestRank(p, n)-1]
+}
+
+// nearestRank is the 1-based rank of the p-th percentile of n samples. The
+// slack keeps float error from pushing an exact rank up by one (99.9 % of
+// 1,000 computes as 999.0000000000001).
+func nearestRank(p float64, n int) int {
+	return max(1, min(int(math.Ceil(p/100*float64(n)-1e-9)), n))
 }
 
 // spread summarises one figure over rounds.
@@ -98,4 +103,61 @@ func pairTails(callbox, other []row, limit time.Duration) pairedTail {
 	pt.rounds = len(ratios)
 	pt.ratio = spreadOf(ratios).med
 	return pt
+}
+
+// histSpan is the longest round trip latencyHist tells apart; longer ones
+// count in its last bucket. A probe is lost after far less.
+const histSpan = 100 * time.Millisecond
+
+// latencyHist counts durations in 1 µs buckets up to histSpan: every
+// probe of every round in 400 KB, however long the run, where keeping
+// the samples would take 8 bytes each (1.6 million for (b) over 16
+// rounds, per server).
+type latencyHist struct {
+	counts []uint32
+	n      int
+}
+
+func (h *latencyHist) add(d time.Duration) {
+	if h.counts == nil {
+		h.counts = make([]uint32, histSpan/time.Microsecond+1)
+	}
+	h.counts[min(max(d, 0)/time.Microsecond, histSpan/time.Microsecond)]++
+	h.n++
+}
+
+// percentile is the nearest-rank percentile (as percentile on a sorted
+// slice), to the microsecond below.
+func (h *latencyHist) percentile(p float64) time.Duration {
+	if h.n == 0 || p <= 0 {
+		return 0
+	}
+	rank, seen := nearestRank(p, h.n), 0
+	for i, c := range h.counts {
+		if seen += int(c); seen >= rank {
+			return time.Duration(i) * time.Microsecond
+		}
+	}
+	return histSpan // unreachable: the counts add up to n
+}
+
+// pooledRTT is one server's probes of one scenario over every quiet
+// window: the tail of the whole run rather than a median of each round's.
+type pooledRTT struct {
+	windows int
+	rtt     latencyHist
+	legs    [4]latencyHist // up, echo, down, reader; stamped probes only
+}
+
+func (p *pooledRTT) add(samples []rttSample) {
+	p.windows++
+	for _, s := range samples {
+		p.rtt.add(s.rtt)
+		if s.up == 0 {
+			continue // no stamps on this one
+		}
+		for i, d := range [4]time.Duration{s.up, s.echo, s.down, s.reader} {
+			p.legs[i].add(d)
+		}
+	}
 }

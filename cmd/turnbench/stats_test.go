@@ -221,3 +221,80 @@ func TestLegsP99(t *testing.T) {
 		})
 	}
 }
+
+func TestLatencyHist(t *testing.T) {
+	us := time.Microsecond
+	ramp := func(n int) []time.Duration { // 1 µs, 2 µs, … n µs and a bit
+		var d []time.Duration
+		for i := range n {
+			d = append(d, time.Duration(i+1)*us+300*time.Nanosecond)
+		}
+		return d
+	}
+	tests := []struct {
+		name string
+		add  []time.Duration
+		p    float64
+		want time.Duration
+	}{
+		{"empty", nil, 99, 0},
+		{"p0", ramp(10), 0, 0},
+		{"nearest rank, to the µs below", ramp(1000), 99, 990 * us},
+		{"p99.9", ramp(1000), 99.9, 999 * us},
+		{"the largest", ramp(1000), 100, 1000 * us},
+		{"median of two", []time.Duration{3 * us, 9 * us}, 50, 3 * us},
+		{"past the span counts at its end", []time.Duration{us, time.Hour}, 100, histSpan},
+		{"below zero counts as zero", []time.Duration{-us, 5 * us}, 50, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var h latencyHist
+			for _, d := range tc.add {
+				h.add(d)
+			}
+			if got := h.percentile(tc.p); got != tc.want || h.n != len(tc.add) {
+				t.Fatalf("p%g of %d = %v (n %d), want %v", tc.p, len(tc.add), got, h.n, tc.want)
+			}
+		})
+	}
+}
+
+// The pooled table: a line per server and scenario measured, legs only
+// where probes carried them, the ratio only against coturn's.
+func TestWritePooledTails(t *testing.T) {
+	ms := time.Millisecond
+	window := func(rtt time.Duration, stamped bool) []rttSample {
+		var s []rttSample
+		for i := range 100 {
+			d := rtt * time.Duration(i+1) / 100
+			if stamped {
+				s = append(s, rttSample{rtt: d, up: d / 4, echo: d / 4, down: d / 4, reader: d / 4})
+			} else {
+				s = append(s, rttSample{rtt: d})
+			}
+		}
+		return s
+	}
+	b := &bench{o: options{maxSteal: 30 * ms}, pooled: map[string]map[string]*pooledRTT{}}
+	b.pool("callbox", "b").add(window(2*ms, true))
+	b.pool("callbox", "b").add(window(2*ms, true))
+	b.pool("coturn", "b").add(window(1*ms, false))
+	b.pool("baseline", "a").add(window(1*ms, true))
+	var out strings.Builder
+	writePooledTails(&out, b, []string{"callbox", "baseline", "coturn"})
+	for _, want := range []string{
+		"at most 30ms of steal",
+		"| (a) | baseline | 1 | 100 | 0.500 | 0.990 | 1.000 | 0.247 / 0.247 / 0.247 / 0.247 | – |",
+		"| (b) | callbox | 2 | 200 | 1.000 | 1.980 | 2.000 | 0.495 / 0.495 / 0.495 / 0.495 | 2.00× |",
+		"| (b) | coturn | 1 | 100 | 0.500 | 0.990 | 1.000 | – | – |",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("missing %q in:\n%s", want, out.String())
+		}
+	}
+	var none strings.Builder
+	writePooledTails(&none, &bench{pooled: map[string]map[string]*pooledRTT{}}, []string{"callbox"})
+	if none.Len() != 0 {
+		t.Errorf("nothing pooled, yet printed:\n%s", none.String())
+	}
+}
