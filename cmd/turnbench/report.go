@@ -81,7 +81,7 @@ func writeReport(w io.Writer, b *bench, servers []string, args []string) error {
 }
 
 // writePooledTails prints each server's round trips of every quiet window
-// as one distribution: with 100,000 probes a window, a run's p99 and p99.9
+// as one distribution: with 50,000 probes a window in (b), a run's p99 and p99.9
 // then rest on every round at once, where the medians and the paired table
 // take one p99 from each.
 func writePooledTails(w io.Writer, b *bench, servers []string) {

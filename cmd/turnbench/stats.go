@@ -111,7 +111,7 @@ const histSpan = 100 * time.Millisecond
 
 // latencyHist counts durations in 1 µs buckets up to histSpan: every
 // probe of every round in 400 KB, however long the run, where keeping
-// the samples would take 8 bytes each (1.6 million for (b) over 16
+// the samples would take 8 bytes each (800,000 for (b) over 16
 // rounds, per server).
 type latencyHist struct {
 	counts []uint32
