@@ -230,6 +230,9 @@ func (b *bench) quietLimit() time.Duration {
 
 // pool is where kind's probes of scenario id go.
 func (b *bench) pool(kind, id string) *pooledRTT {
+	if b.pooled == nil {
+		b.pooled = map[string]map[string]*pooledRTT{}
+	}
 	if b.pooled[id] == nil {
 		b.pooled[id] = map[string]*pooledRTT{}
 	}
@@ -275,11 +278,10 @@ func rowOf(r trialResult, rate float64) row {
 func legsP99(samples []rttSample) string {
 	legs := [4][]time.Duration{}
 	for _, s := range samples {
-		if s.up == 0 {
-			continue // no stamps on this one
-		}
-		for i, d := range [4]time.Duration{s.up, s.echo, s.down, s.reader} {
-			legs[i] = append(legs[i], d)
+		if l, ok := s.legs(); ok {
+			for i, d := range l {
+				legs[i] = append(legs[i], d)
+			}
 		}
 	}
 	if len(legs[0]) == 0 {

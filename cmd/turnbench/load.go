@@ -341,6 +341,12 @@ type rttSample struct {
 	up, echo, down, reader time.Duration
 }
 
+// legs is s's legs in the order up, echo, down, reader, and whether the
+// probe carried them (the kernel stamped it at the echo peer and back).
+func (s rttSample) legs() ([4]time.Duration, bool) {
+	return [4]time.Duration{s.up, s.echo, s.down, s.reader}, s.up != 0
+}
+
 // newRTTSample reads the legs out of a probe back at time now; oob holds
 // the client socket's receive stamp, wall is the epoch on the wall clock.
 func newRTTSample(sent, now time.Duration, probe, oob []byte, wall int64) rttSample {

@@ -234,8 +234,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	b := &bench{o: o, setup: setup, log: log, results: map[string]map[string][]row{}, traced: map[string]int{},
-		pooled: map[string]map[string]*pooledRTT{}}
+	b := &bench{o: o, setup: setup, log: log, results: map[string]map[string][]row{}, traced: map[string]int{}}
 	if err := b.runRounds(ctx, servers); err != nil {
 		return err
 	}

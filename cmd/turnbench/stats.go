@@ -153,11 +153,10 @@ func (p *pooledRTT) add(samples []rttSample) {
 	p.windows++
 	for _, s := range samples {
 		p.rtt.add(s.rtt)
-		if s.up == 0 {
-			continue // no stamps on this one
-		}
-		for i, d := range [4]time.Duration{s.up, s.echo, s.down, s.reader} {
-			p.legs[i].add(d)
+		if l, ok := s.legs(); ok {
+			for i, d := range l {
+				p.legs[i].add(d)
+			}
 		}
 	}
 }

@@ -275,7 +275,7 @@ func TestWritePooledTails(t *testing.T) {
 		}
 		return s
 	}
-	b := &bench{o: options{maxSteal: 30 * ms}, pooled: map[string]map[string]*pooledRTT{}}
+	b := &bench{o: options{maxSteal: 30 * ms}}
 	b.pool("callbox", "b").add(window(2*ms, true))
 	b.pool("callbox", "b").add(window(2*ms, true))
 	b.pool("coturn", "b").add(window(1*ms, false))
@@ -293,7 +293,7 @@ func TestWritePooledTails(t *testing.T) {
 		}
 	}
 	var none strings.Builder
-	writePooledTails(&none, &bench{pooled: map[string]map[string]*pooledRTT{}}, []string{"callbox"})
+	writePooledTails(&none, &bench{}, []string{"callbox"})
 	if none.Len() != 0 {
 		t.Errorf("nothing pooled, yet printed:\n%s", none.String())
 	}
