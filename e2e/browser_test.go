@@ -65,7 +65,8 @@ func TestBrowserCall(t *testing.T) {
 
 	// The fake microphone beeps: the far tile lights up while it does.
 	// While it does not, the state says what the ring waits for: the
-	// far side's mic announced on, and an inbound level above 0.04.
+	// far side's mic announced on, and an inbound level above 0.04 over
+	// the last stats interval (intervalLevel).
 	for _, b := range bs {
 		waitUntil(t, b.name+" seeing the other one speak", connectTimeout, func() (bool, string, error) {
 			on, err := evalJS[bool](b, `!!document.querySelector('.tile.speaking:not([data-peer="local"])')`)
@@ -75,7 +76,7 @@ func TestBrowserCall(t *testing.T) {
 			state, err := evalJS[string](b, `window.callbox.peers().then(ps => JSON.stringify({
 				statsTicks: window.callbox.state().statsTicks,
 				tiles: [...document.querySelectorAll('.tile:not([data-peer="local"])')].map(t => t.className),
-				peers: ps.map(p => ({mic: p.media.mic, audioLevel: p.audioLevel, packetsReceived: p.packetsReceived, connectionState: p.connectionState}))}))`)
+				peers: ps.map(p => ({mic: p.media.mic, audioLevel: p.audioLevel, intervalLevel: p.rates.audioLevel, packetsReceived: p.packetsReceived, connectionState: p.connectionState}))}))`)
 			return false, state, err
 		})
 	}

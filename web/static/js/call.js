@@ -47,7 +47,7 @@ class Peer {
     this.stream = new MediaStream();
     this.remoteMedia = { mic: true, cam: true, screen: false };
     this.facts = emptyFacts();
-    this.rates = { inBps: 0, outBps: 0, loss: 0 };
+    this.rates = { inBps: 0, outBps: 0, loss: 0, audioLevel: 0 };
     this.disconnectedTimer = 0;
     this.restarts = 0;
     /** When the ICE state last changed, when we last repaired, when our pending offer was made. */

@@ -157,7 +157,7 @@ function wire(sig, call) {
   call.addEventListener("stats", () => {
     for (const p of call.peers.values()) {
       const t = tiles.get(p.id, p.name);
-      t.setSpeaking(p.facts.audioLevel);
+      t.setSpeaking(p.rates.audioLevel);
       t.setState(p.reconnecting ? "reconnecting" : p.pc.connectionState, isRelayed(p.facts));
       t.showFacts({ ...p.facts, id: p.id, name: p.name, connectionState: p.pc.connectionState, reconnecting: p.reconnecting, rates: p.rates });
     }

@@ -17,7 +17,9 @@
  * @property {number} frameHeight
  * @property {number} packetsReceived      inbound audio + video
  * @property {number} packetsLost
- * @property {number} audioLevel           inbound audio, 0..1
+ * @property {number} audioLevel           inbound audio, 0..1, as of the last packet
+ * @property {number} totalAudioEnergy     inbound audio, the running sums that give
+ * @property {number} totalSamplesDuration the level over an interval (rates)
  * @property {number} timestamp            ms
  */
 
@@ -27,7 +29,7 @@ export function emptyFacts() {
     localCandidateType: "", remoteCandidateType: "", protocol: "", relayProtocol: "",
     localAddress: "", remoteAddress: "", localCandidateUrl: "", rtt: null,
     bytesReceived: 0, bytesSent: 0, framesDecoded: 0, frameWidth: 0, frameHeight: 0,
-    packetsReceived: 0, packetsLost: 0, audioLevel: 0, timestamp: 0,
+    packetsReceived: 0, packetsLost: 0, audioLevel: 0, totalAudioEnergy: 0, totalSamplesDuration: 0, timestamp: 0,
   };
 }
 
@@ -74,7 +76,11 @@ export function factsFromReport(report) {
         f.frameWidth = s.frameWidth || f.frameWidth;
         f.frameHeight = s.frameHeight || f.frameHeight;
       }
-      if (s.kind === "audio" && typeof s.audioLevel === "number") f.audioLevel = s.audioLevel;
+      if (s.kind === "audio") {
+        if (typeof s.audioLevel === "number") f.audioLevel = s.audioLevel;
+        f.totalAudioEnergy += s.totalAudioEnergy || 0;
+        f.totalSamplesDuration += s.totalSamplesDuration || 0;
+      }
     } else if (s.type === "outbound-rtp") {
       f.bytesSent += s.bytesSent || 0;
     }
@@ -90,18 +96,26 @@ function addr(c) {
 }
 
 /**
- * Rates between two samples: bits per second each way and the loss ratio.
+ * Rates between two samples: bits per second each way, the loss ratio, and
+ * the inbound audio level over the interval (the root of the mean energy,
+ * 0..1). The level of the last packet alone misses short sounds: sampled
+ * every 500 ms it can keep landing between the beats of a sound that
+ * repeats every second (Chromium's fake microphone beeps), and a speaker
+ * then never lights up. Without the energy counters, the last packet's.
  * @param {Facts} prev @param {Facts} cur
  */
 export function rates(prev, cur) {
   const dt = (cur.timestamp - prev.timestamp) / 1000;
-  if (!prev.timestamp || dt <= 0) return { inBps: 0, outBps: 0, loss: 0 };
+  if (!prev.timestamp || dt <= 0) return { inBps: 0, outBps: 0, loss: 0, audioLevel: cur.audioLevel };
   const lost = cur.packetsLost - prev.packetsLost;
   const got = cur.packetsReceived - prev.packetsReceived;
+  const heard = cur.totalSamplesDuration - prev.totalSamplesDuration;
+  const energy = cur.totalAudioEnergy - prev.totalAudioEnergy;
   return {
     inBps: Math.max(0, (cur.bytesReceived - prev.bytesReceived) * 8 / dt),
     outBps: Math.max(0, (cur.bytesSent - prev.bytesSent) * 8 / dt),
     loss: lost + got > 0 ? Math.max(0, lost) / (lost + got) : 0,
+    audioLevel: heard > 0 ? Math.min(1, Math.sqrt(Math.max(0, energy) / heard)) : cur.audioLevel,
   };
 }
 
