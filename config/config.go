@@ -60,6 +60,9 @@ type TURN struct {
 	// UDPSockets is how many SO_REUSEPORT sockets share the UDP listen port; 0 means one per core.
 	// The data plane reads them with one thread each, at most GOMAXPROCS-1 threads (turnserver.dataLoops).
 	UDPSockets int `toml:"udp_sockets"`
+	// BusyNice is the nice value a data-plane thread takes while it is busy
+	// (turnserver/priority_linux.go); 0 leaves its priority alone.
+	BusyNice int `toml:"busy_nice"`
 	// TLSListen serves TURN over TLS (turns:, standard port 5349); empty is off. Needs [tls].
 	TLSListen string `toml:"tls_listen"`
 	// TLSOnHTTPS also serves TURN over TLS on http.https_listen, told
@@ -166,6 +169,7 @@ func Default() Config {
 			MaxAllocationLifetime: 24 * time.Hour,
 			UserQuota:             10,
 			TotalQuota:            10000,
+			BusyNice:              -3,
 		},
 		Signal: Signal{
 			Access:              AccessOpen,

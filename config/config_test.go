@@ -61,6 +61,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad cidr", "[turn]\nallowed_peers = [\"10.0.0.0/33\"]\n", "10.0.0.0/33"},
 		{"bad public ip", "[turn]\npublic_ip = \"example.com\"\n", "turn.public_ip"},
 		{"negative quota", "[turn]\nuser_quota = -1\n", "line 2: turn.user_quota"},
+		{"busy nice positive", "[turn]\nbusy_nice = 5\n", "line 2: turn.busy_nice: 5 is out of range; must be between -20 (highest priority) and 0 (off)"},
+		{"busy nice too low", "[turn]\nbusy_nice = -21\n", "line 2: turn.busy_nice"},
 		{"access", "[signal]\naccess = \"closed\"\n", "line 2: signal.access"},
 		{"password too short", "[signal]\naccess = \"password\"\npassword = \"x\"\n", "line 3: signal.password"},
 		{"invite secret missing", "[signal]\naccess = \"invite\"\n", "signal.invite_secret: must be at least 16"},

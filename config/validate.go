@@ -122,6 +122,9 @@ func (t *TURN) validate() error {
 	if t.UDPSockets < 0 || t.UDPSockets > 256 {
 		return keyErr("turn.udp_sockets", "%d is out of range; must be between 0 (one per core) and 256", t.UDPSockets)
 	}
+	if t.BusyNice < -20 || t.BusyNice > 0 {
+		return keyErr("turn.busy_nice", "%d is out of range; must be between -20 (highest priority) and 0 (off)", t.BusyNice)
+	}
 	return nil
 }
 

@@ -366,8 +366,9 @@ func (c *rawClient) allocate() (*stun.Message, int) {
 }
 
 // channelEcho allocates for user, binds channel 0x4001 to the echo peer
-// at pa and checks that a ChannelData datagram carrying tag comes back.
-func channelEcho(t *testing.T, s *Server, user string, pa *net.UDPAddr, tag byte) {
+// at pa and checks that a ChannelData datagram carrying tag comes back;
+// the client stays open until the test ends.
+func channelEcho(t *testing.T, s *Server, user string, pa *net.UDPAddr, tag byte) *rawClient {
 	t.Helper()
 	u, p := validCreds(user)
 	c := newRawClient(t, s, u, p, false)
@@ -386,6 +387,7 @@ func channelEcho(t *testing.T, s *Server, user string, pa *net.UDPAddr, tag byte
 	if n, err := c.conn.Read(buf); err != nil || !bytes.Equal(buf[:n], msg) {
 		t.Fatalf("%s: echo % x, %v; want % x", user, buf[:n], err, msg)
 	}
+	return c
 }
 
 func isTimeout(err error) bool {
@@ -409,7 +411,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 // test starts it once its members are in, and it stops after them.
 func newTestLoop(tb testing.TB) *dataLoop {
 	tb.Helper()
-	lp, err := newDataLoop(slog.New(slog.DiscardHandler))
+	lp, err := newDataLoop(slog.New(slog.DiscardHandler), 0)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -85,6 +85,7 @@ type dataLoop struct {
 	done    chan struct{}
 
 	// owned by the loop goroutine
+	busy   busyPriority
 	events [loopEvents]unix.EpollEvent
 	// Peer datagrams are read into slots and framed as ChannelData in
 	// place (channelHeader bytes kept free in front); framed ones wait in
@@ -117,7 +118,9 @@ func reserveSpareP(log *slog.Logger) {
 	}
 }
 
-func newDataLoop(log *slog.Logger) (*dataLoop, error) {
+// newDataLoop makes a loop whose thread takes nice value busyNice while
+// the loop is busy (priority_linux.go; 0 is never).
+func newDataLoop(log *slog.Logger, busyNice int) (*dataLoop, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("turnserver: epoll_create1: %w", err)
@@ -132,7 +135,8 @@ func newDataLoop(log *slog.Logger) (*dataLoop, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("turnserver: epoll_ctl eventfd: %w", err)
 	}
-	lp := &dataLoop{ep: ep, wake: wake, log: log, members: make(map[int32]loopMember), done: make(chan struct{})}
+	lp := &dataLoop{ep: ep, wake: wake, log: log, members: make(map[int32]loopMember), done: make(chan struct{}),
+		busy: newBusyPriority(busyNice, log)}
 	for i := range lp.hdrs {
 		lp.hdrs[i].hdr.Iov = &lp.iovs[i]
 		lp.hdrs[i].hdr.SetIovlen(1)
@@ -220,14 +224,15 @@ const yieldEvery = 8 * time.Millisecond
 
 func (lp *dataLoop) run() {
 	defer close(lp.done)
-	timeout := -1
+	defer lp.busy.release()
 	lastYield := monotonicNanos()
 	for !lp.quit.Load() {
 		if now := monotonicNanos(); now-lastYield > int64(yieldEvery) {
 			goyield()
 			lastYield = now
+			lp.busy.tick(now)
 		}
-		n, _, e := syscall.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(lp.ep), uintptr(unsafe.Pointer(&lp.events[0])), loopEvents, uintptr(timeout), 0, 0)
+		n, _, e := syscall.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(lp.ep), uintptr(unsafe.Pointer(&lp.events[0])), loopEvents, uintptr(lp.busy.waitTimeout()), 0, 0)
 		if e != 0 {
 			if e == unix.EINTR {
 				continue
@@ -235,6 +240,7 @@ func (lp *dataLoop) run() {
 			lp.log.Error("turn: data plane stopped", "err", fmt.Errorf("turnserver: epoll_pwait: %w", e))
 			return
 		}
+		lp.busy.events += int64(n)
 		for i := range int(n) {
 			id := lp.events[i].Fd
 			if id == wakeID {

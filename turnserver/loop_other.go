@@ -31,7 +31,11 @@ type dataLoop struct {
 // netpoller, holding no P.
 func reserveSpareP(*slog.Logger) {}
 
-func newDataLoop(*slog.Logger) (*dataLoop, error) {
+// busyNiceAllowed is 0: these readers are goroutines on any thread, with
+// no thread of their own to raise (turn.busy_nice is for the Linux loop).
+func busyNiceAllowed(int, *slog.Logger) int { return 0 }
+
+func newDataLoop(*slog.Logger, int) (*dataLoop, error) {
 	return &dataLoop{started: make(chan struct{})}, nil
 }
 

@@ -105,7 +105,7 @@ func New(cfg config.TURN, opts Options) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: opts.Logger, reg: opts.Registerer, relays: newRelayRegistry()}
 	reserveSpareP(s.log)
-	if err := s.newLoops(dataLoops(sockets)); err != nil {
+	if err := s.newLoops(dataLoops(sockets), busyNiceAllowed(cfg.BusyNice, s.log)); err != nil {
 		return nil, err
 	}
 	if err := s.listen(listenIP, port, sockets); err != nil {
@@ -328,9 +328,9 @@ func dataLoops(sockets int) int {
 	return max(1, min(sockets, runtime.GOMAXPROCS(0)-1))
 }
 
-func (s *Server) newLoops(n int) error {
+func (s *Server) newLoops(n, busyNice int) error {
 	for range n {
-		lp, err := newDataLoop(s.log)
+		lp, err := newDataLoop(s.log, busyNice)
 		if err != nil {
 			s.stopLoops()
 			return err
