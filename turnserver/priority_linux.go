@@ -148,13 +148,18 @@ func busyNiceAllowed(nice int, log *slog.Logger) int {
 		return nice
 	}
 	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NICE, &lim); err == nil && lim.Cur >= uint64(20-nice) {
+	if err := unix.Getrlimit(unix.RLIMIT_NICE, &lim); err == nil && rlimitAllowsNice(lim.Cur, nice) {
 		return nice
 	}
 	log.Info("turn: the data plane's priority stays as it is while busy: a seccomp filter is on and LimitNICE does not allow turn.busy_nice",
 		"busy_nice", nice)
 	return 0
 }
+
+// rlimitAllowsNice says whether an RLIMIT_NICE of limit lets a thread
+// take nice value nice: the limit is 20 - the lowest value allowed, so that
+// it is never negative.
+func rlimitAllowsNice(limit uint64, nice int) bool { return limit >= uint64(20-nice) }
 
 // seccompFiltered says whether a seccomp filter applies to the process
 // ("Seccomp: 2" in /proc/self/status).

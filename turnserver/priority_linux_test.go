@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -278,4 +280,75 @@ func TestBusyLoopRaisesItsThread(t *testing.T) {
 	wg.Wait()
 	// Silence: the raised loop wakes on its own to count it.
 	eventually(t, "no thread at the busy nice value once quiet", func() bool { return len(raisedThreads(t, busyNice)) == 0 })
+}
+
+func TestRlimitAllowsNice(t *testing.T) {
+	tests := []struct {
+		limit uint64
+		nice  int
+		want  bool
+	}{
+		{0, -3, false},  // the default: no raising without CAP_SYS_NICE
+		{20, -3, false}, // down to 0 only
+		{23, -3, true},  // LimitNICE=-3
+		{23, -5, false},
+		{40, -20, true},
+		{unix.RLIM_INFINITY, -20, true},
+	}
+	for _, tt := range tests {
+		if got := rlimitAllowsNice(tt.limit, tt.nice); got != tt.want {
+			t.Errorf("rlimitAllowsNice(%d, %d) = %v, want %v", tt.limit, tt.nice, got, tt.want)
+		}
+	}
+}
+
+// TestBusyNiceUnderSeccomp: under a seccomp filter, where a denied
+// setpriority would kill the process, the loops leave their priority alone
+// unless RLIMIT_NICE allows the value (TestRlimitAllowsNice; raising the
+// limit here would need CAP_SYS_RESOURCE). The filter goes on a child
+// process: it cannot be taken off again.
+func TestBusyNiceUnderSeccomp(t *testing.T) {
+	if os.Getenv("CALLBOX_SECCOMP_CHILD") == "1" {
+		seccompChild()
+		return
+	}
+	if seccompFiltered() {
+		t.Skip("this test already runs under a seccomp filter")
+	}
+	if got := busyNiceAllowed(-3, discardLogger()); got != -3 {
+		t.Fatalf("without a filter: %d, want -3", got)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBusyNiceUnderSeccomp$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CALLBOX_SECCOMP_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	for _, want := range []string{"filtered true", "busy_nice -3: 0", "stays as it is while busy"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("child output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// seccompChild drops RLIMIT_NICE to 0, installs a filter that allows every
+// system call on all threads (what matters is that one is on), and prints
+// what busyNiceAllowed decides.
+func seccompChild() {
+	if err := unix.Setrlimit(unix.RLIMIT_NICE, &unix.Rlimit{}); err != nil {
+		fmt.Println("setrlimit:", err)
+		os.Exit(1)
+	}
+	allowAll := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}}
+	prog := unix.SockFprog{Len: uint16(len(allowAll)), Filter: &allowAll[0]}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fmt.Println("no_new_privs:", err)
+		os.Exit(1)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog))); e != 0 {
+		fmt.Println("seccomp:", e)
+		os.Exit(1)
+	}
+	fmt.Println("filtered", seccompFiltered())
+	fmt.Printf("busy_nice -3: %d\n", busyNiceAllowed(-3, slog.New(slog.NewTextHandler(os.Stdout, nil))))
 }
