@@ -45,13 +45,31 @@ type threadNice struct {
 	set    func(tid, nice int) error
 }
 
+// errNotNormal: the thread runs under another scheduling policy than
+// SCHED_OTHER (CPUSchedulingPolicy= in a unit): the operator's choice.
+var errNotNormal = errors.New("not SCHED_OTHER")
+
+// osThreadNice uses sched_setattr rather than setpriority to set, for its
+// reset-on-fork flag: a thread the Go runtime starts from the raised one
+// (a new M) would otherwise inherit the raised priority for good. With
+// the flag it starts at nice 0. An unprivileged thread cannot clear the
+// flag, so it stays on the thread once lowered too; it changes nothing for
+// a thread at nice 0 or more.
 var osThreadNice = threadNice{
 	gettid: unix.Gettid,
 	get: func(tid int) (int, error) {
-		prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
-		return 20 - prio, err // the system call returns 20 - nice, so that it is never negative
+		attr, err := unix.SchedGetAttr(tid, 0)
+		if err != nil {
+			return 0, err
+		}
+		if attr.Policy != unix.SCHED_NORMAL {
+			return 0, errNotNormal
+		}
+		return int(attr.Nice), nil
 	},
-	set: func(tid, nice int) error { return unix.Setpriority(unix.PRIO_PROCESS, tid, nice) },
+	set: func(tid, nice int) error {
+		return unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_NORMAL, Flags: unix.SCHED_FLAG_RESET_ON_FORK, Nice: int32(nice)}, 0)
+	},
 }
 
 // busyPriority is one loop's: owned by its goroutine.
@@ -109,8 +127,10 @@ func (b *busyPriority) waitTimeout() int {
 
 func (b *busyPriority) raise(tid int) {
 	saved, err := b.os.get(tid)
-	if err != nil || saved <= b.nice {
-		return // gone, or already at least as high: nothing to raise or put back
+	if err != nil || saved < 0 || saved <= b.nice {
+		// Gone, under another policy, or already given a priority (a
+		// negative nice, as Nice= in a unit): the operator's, left alone.
+		return
 	}
 	if err := b.os.set(tid, b.nice); err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
@@ -135,10 +155,10 @@ func (b *busyPriority) release() { b.lower() }
 
 // busyNiceAllowed returns the nice value the loops may use: nice, or 0
 // when raising a priority could end the process. Under a seccomp filter
-// (systemd's SystemCallFilter=) a denied setpriority kills the process, and
-// nothing tells whether the filter denies it; there callbox raises only
-// where RLIMIT_NICE allows the value (systemd's LimitNICE=), which the
-// shipped unit sets together with allowing setpriority. Elsewhere a refusal
+// (systemd's SystemCallFilter=) a denied sched_setattr kills the process,
+// and nothing tells whether the filter denies it; there callbox raises
+// only where RLIMIT_NICE allows the value (systemd's LimitNICE=), which
+// the shipped unit sets together with allowing sched_setattr. Elsewhere a refusal
 // is an error, reported at the first try (busyPriority.raise).
 func busyNiceAllowed(nice int, log *slog.Logger) int {
 	if nice == 0 {

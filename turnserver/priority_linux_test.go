@@ -82,6 +82,9 @@ func TestBusyPriority(t *testing.T) {
 		{name: "a thread already higher is left alone", busyNice: -3, start: map[int]int{1: -5},
 			steps: []step{{1, rate(6000, window), window}}, release: true,
 			want: map[int]int{1: -5}},
+		{name: "a thread given a priority is left alone", busyNice: -3, start: map[int]int{1: -1},
+			steps: []step{{1, rate(6000, window), window}}, release: true,
+			want: map[int]int{1: -1}},
 		{name: "refused turns it off", busyNice: -3, refuse: unix.EPERM,
 			steps: []step{{1, rate(6000, window), window}, {1, rate(2000, window), window}, {1, rate(6000, window), window}},
 			want:  map[int]int{1: 0}, wantSets: 1, wantOff: true},
@@ -193,6 +196,10 @@ func TestBusyPriorityOnThread(t *testing.T) {
 		if got := threadNiceOf(t, tid); got != -3 {
 			t.Errorf("busy: nice %d, want -3", got)
 		}
+		// Threads the runtime starts from this one must not inherit it.
+		if attr, err := unix.SchedGetAttr(tid, 0); err != nil || attr.Flags&unix.SCHED_FLAG_RESET_ON_FORK == 0 {
+			t.Errorf("busy: sched_getattr %+v, %v; want the reset-on-fork flag", attr, err)
+		}
 		if raised := raisedThreads(t, -3); len(raised) != 1 {
 			t.Errorf("threads at -3: %v, want only the calling thread %d", raised, tid)
 		}
@@ -303,7 +310,7 @@ func TestRlimitAllowsNice(t *testing.T) {
 }
 
 // TestBusyNiceUnderSeccomp: under a seccomp filter, where a denied
-// setpriority would kill the process, the loops leave their priority alone
+// sched_setattr would kill the process, the loops leave their priority alone
 // unless RLIMIT_NICE allows the value (TestRlimitAllowsNice; raising the
 // limit here would need CAP_SYS_RESOURCE). The filter goes on a child
 // process: it cannot be taken off again.
