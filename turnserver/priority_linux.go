@@ -107,8 +107,9 @@ func (b *busyPriority) tick(now int64) {
 	b.events, b.since = 0, now
 	switch {
 	case b.tid == 0 && rate >= busyAbove:
-		b.raise(b.os.gettid())
-		b.log.Debug("turn: data plane busy, thread priority raised", "ready_per_second", rate, "nice", b.nice)
+		if b.raise(b.os.gettid()) {
+			b.log.Debug("turn: data plane busy, thread priority raised", "ready_per_second", rate, "nice", b.nice)
+		}
 	case b.tid != 0 && rate < busyBelow:
 		b.lower()
 		b.log.Debug("turn: data plane quiet, thread priority back", "ready_per_second", rate)
@@ -125,12 +126,13 @@ func (b *busyPriority) waitTimeout() int {
 	return -1
 }
 
-func (b *busyPriority) raise(tid int) {
+// raise gives thread tid the busy nice value and says whether it did.
+func (b *busyPriority) raise(tid int) bool {
 	saved, err := b.os.get(tid)
-	if err != nil || saved < 0 || saved <= b.nice {
+	if err != nil || saved < 0 {
 		// Gone, under another policy, or already given a priority (a
 		// negative nice, as Nice= in a unit): the operator's, left alone.
-		return
+		return false
 	}
 	if err := b.os.set(tid, b.nice); err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
@@ -138,9 +140,10 @@ func (b *busyPriority) raise(tid int) {
 				"nice", b.nice, "err", err)
 			b.nice = 0
 		}
-		return
+		return false
 	}
 	b.tid, b.saved = tid, saved
+	return true
 }
 
 // lower puts the raised thread back; release does it when the loop ends.
