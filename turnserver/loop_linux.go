@@ -224,7 +224,7 @@ const yieldEvery = 8 * time.Millisecond
 
 func (lp *dataLoop) run() {
 	defer close(lp.done)
-	defer lp.busy.release()
+	defer lp.busy.lower()
 	lastYield := monotonicNanos()
 	for !lp.quit.Load() {
 		if now := monotonicNanos(); now-lastYield > int64(yieldEvery) {

@@ -146,7 +146,8 @@ func (b *busyPriority) raise(tid int) bool {
 	return true
 }
 
-// lower puts the raised thread back; release does it when the loop ends.
+// lower puts the raised thread back: when the loop quiets, moves to
+// another thread, or ends.
 func (b *busyPriority) lower() {
 	if b.tid != 0 {
 		b.os.set(b.tid, b.saved) //nolint:errcheck // lowering a priority is always allowed; a gone thread has none
@@ -154,15 +155,13 @@ func (b *busyPriority) lower() {
 	}
 }
 
-func (b *busyPriority) release() { b.lower() }
-
 // busyNiceAllowed returns the nice value the loops may use: nice, or 0
 // when raising a priority could end the process. Under a seccomp filter
 // (systemd's SystemCallFilter=) a denied sched_setattr kills the process,
 // and nothing tells whether the filter denies it; there callbox raises
 // only where RLIMIT_NICE allows the value (systemd's LimitNICE=), which
-// the shipped unit sets together with allowing sched_setattr. Elsewhere a refusal
-// is an error, reported at the first try (busyPriority.raise).
+// the shipped unit sets together with allowing sched_setattr. Elsewhere a
+// refusal is an error, reported at the first try (busyPriority.raise).
 func busyNiceAllowed(nice int, log *slog.Logger) int {
 	if nice == 0 {
 		return 0

@@ -59,7 +59,7 @@ func TestBusyPriority(t *testing.T) {
 		start    map[int]int
 		refuse   error
 		steps    []step
-		release  bool
+		ended    bool // the loop ends after the steps
 		want     map[int]int
 		wantSets int
 		wantOff  bool
@@ -77,20 +77,20 @@ func TestBusyPriority(t *testing.T) {
 		{name: "follows the loop to another thread", busyNice: -3, steps: []step{{1, rate(6000, window), window}, {2, 0, 8 * time.Millisecond}},
 			want: map[int]int{1: 0, 2: -3}, wantSets: 3},
 		{name: "puts back the thread's own value", busyNice: -3, start: map[int]int{1: 2},
-			steps: []step{{1, rate(6000, window), window}}, release: true,
+			steps: []step{{1, rate(6000, window), window}}, ended: true,
 			want: map[int]int{1: 2}, wantSets: 2},
 		{name: "a thread already higher is left alone", busyNice: -3, start: map[int]int{1: -5},
-			steps: []step{{1, rate(6000, window), window}}, release: true,
+			steps: []step{{1, rate(6000, window), window}}, ended: true,
 			want: map[int]int{1: -5}},
 		{name: "a thread given a priority is left alone", busyNice: -3, start: map[int]int{1: -1},
-			steps: []step{{1, rate(6000, window), window}}, release: true,
+			steps: []step{{1, rate(6000, window), window}}, ended: true,
 			want: map[int]int{1: -1}},
 		{name: "refused turns it off", busyNice: -3, refuse: unix.EPERM,
 			steps: []step{{1, rate(6000, window), window}, {1, rate(2000, window), window}, {1, rate(6000, window), window}},
 			want:  map[int]int{1: 0}, wantSets: 1, wantOff: true},
 		{name: "off", busyNice: 0, steps: []step{{1, rate(60000, window), window}},
 			want: map[int]int{1: 0}},
-		{name: "release lowers", busyNice: -10, steps: []step{{1, rate(6000, window), window}}, release: true,
+		{name: "the loop's end lowers", busyNice: -10, steps: []step{{1, rate(6000, window), window}}, ended: true,
 			want: map[int]int{1: 0}, wantSets: 2},
 	}
 	for _, tt := range tests {
@@ -113,8 +113,8 @@ func TestBusyPriority(t *testing.T) {
 				now += int64(s.after)
 				b.tick(now)
 			}
-			if tt.release {
-				b.release()
+			if tt.ended {
+				b.lower()
 			}
 			for tid, want := range tt.want {
 				if got := f.nice[tid]; got != want {
@@ -203,7 +203,7 @@ func TestBusyPriorityOnThread(t *testing.T) {
 		if raised := raisedThreads(t, -3); len(raised) != 1 {
 			t.Errorf("threads at -3: %v, want only the calling thread %d", raised, tid)
 		}
-		b.release()
+		b.lower()
 		if got := threadNiceOf(t, tid); got != 2 {
 			t.Errorf("released: nice %d, want 2 (the thread's own)", got)
 		}
