@@ -17,14 +17,14 @@ package turnserver
 // cost 8 % more CPU per packet in scenario (a)).
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"log/slog"
 	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/callbox/callbox/internal/procfs"
 )
 
 const (
@@ -186,16 +186,10 @@ func rlimitAllowsNice(limit uint64, nice int) bool { return limit >= uint64(20-n
 // seccompFiltered says whether a seccomp filter applies to the process
 // ("Seccomp: 2" in /proc/self/status).
 func seccompFiltered() bool {
-	f, err := os.Open("/proc/self/status")
+	status, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return true // cannot tell: assume the careful case
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := bytes.CutPrefix(sc.Bytes(), []byte("Seccomp:")); ok {
-			return string(bytes.TrimSpace(v)) != "0"
-		}
-	}
-	return false // a kernel without seccomp
+	mode, ok := procfs.StatusValue(status, "Seccomp")
+	return ok && mode != "0" // no line: a kernel without seccomp
 }

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/callbox/callbox/internal/procfs"
 	"github.com/callbox/callbox/internal/testutil"
 )
 
@@ -147,8 +148,10 @@ func threadNiceOf(t *testing.T, tid int) int {
 
 func niceFromStat(t *testing.T, stat string) int {
 	t.Helper()
-	rest := stat[strings.LastIndexByte(stat, ')')+2:] // from field 3, the state
-	fields := strings.Fields(rest)
+	fields, err := procfs.StatFields([]byte(stat))
+	if err != nil || len(fields) <= 19-3 {
+		t.Fatalf("stat %q: %v", stat, err)
+	}
 	n, err := strconv.Atoi(fields[19-3])
 	if err != nil {
 		t.Fatalf("stat %q: %v", stat, err)

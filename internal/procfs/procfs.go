@@ -1,5 +1,6 @@
-// Package procfs reads a process's CPU time and memory from Linux's /proc,
-// for the benchmark commands that measure a server from outside.
+// Package procfs reads Linux's /proc: a process's CPU time and memory for
+// the benchmark commands that measure a server from outside, and the
+// fields of stat and status for whoever needs one.
 package procfs
 
 import (
@@ -35,15 +36,25 @@ func RSS(pid int) (int64, error) {
 	return ParseVmRSS(b)
 }
 
-// ParseStatCPU returns utime+stime from the text of /proc/PID/stat. The
-// command name (field 2) may hold spaces and ')', so fields are counted
-// from its last ')': field 3 is then the first, utime (14) the 12th.
-func ParseStatCPU(stat []byte) (time.Duration, error) {
+// StatFields splits the text of /proc/PID/stat (or .../task/TID/stat)
+// after the command name: field 3 (the state) is the first, so field N is
+// at index N-3. The command name (field 2) may hold spaces and ')', so the
+// split starts at its last ')'.
+func StatFields(stat []byte) ([]string, error) {
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
-		return 0, errors.New("stat: no ')' closing the command name")
+		return nil, errors.New("stat: no ')' closing the command name")
 	}
-	fields := strings.Fields(string(stat[i+1:]))
+	return strings.Fields(string(stat[i+1:])), nil
+}
+
+// ParseStatCPU returns utime+stime (fields 14 and 15) from the text of
+// /proc/PID/stat.
+func ParseStatCPU(stat []byte) (time.Duration, error) {
+	fields, err := StatFields(stat)
+	if err != nil {
+		return 0, err
+	}
 	if len(fields) < 13 {
 		return 0, fmt.Errorf("stat: %d fields after the command name, want at least 13", len(fields))
 	}
@@ -74,24 +85,32 @@ func ParseSchedstat(b []byte) (time.Duration, error) {
 	return time.Duration(n), nil
 }
 
+// StatusValue returns the value of key in the text of /proc/PID/status
+// (the line "key:\tvalue"), spaces trimmed.
+func StatusValue(status []byte, key string) (string, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), key+":"); ok {
+			return strings.TrimSpace(rest), true
+		}
+	}
+	return "", false
+}
+
 // ParseVmRSS returns the resident set size in bytes from the text of
 // /proc/PID/status (a line "VmRSS:     1234 kB").
 func ParseVmRSS(status []byte) (int64, error) {
-	sc := bufio.NewScanner(bytes.NewReader(status))
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("status: VmRSS line %q is not \"N kB\"", sc.Text())
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil || kb < 0 || kb > 1<<40 {
-			return 0, fmt.Errorf("status: VmRSS line %q: bad number", sc.Text())
-		}
-		return kb << 10, nil
+	v, ok := StatusValue(status, "VmRSS")
+	if !ok {
+		return 0, errors.New("status: no VmRSS line")
 	}
-	return 0, errors.New("status: no VmRSS line")
+	f := strings.Fields(v)
+	if len(f) != 2 || f[1] != "kB" {
+		return 0, fmt.Errorf("status: VmRSS %q is not \"N kB\"", v)
+	}
+	kb, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil || kb < 0 || kb > 1<<40 {
+		return 0, fmt.Errorf("status: VmRSS %q: bad number", v)
+	}
+	return kb << 10, nil
 }

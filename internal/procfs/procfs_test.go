@@ -1,6 +1,7 @@
 package procfs
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -74,6 +75,34 @@ func TestParseVmRSS(t *testing.T) {
 	}
 }
 
+func TestStatusValue(t *testing.T) {
+	status := "Name:\tcallbox\nSeccomp:\t2\nSeccomp_filters:\t1\nVmRSS:\t   16180 kB\n"
+	tests := []struct {
+		key, want string
+		ok        bool
+	}{
+		{"Seccomp", "2", true}, // not Seccomp_filters, which shares the prefix
+		{"VmRSS", "16180 kB", true},
+		{"Threads", "", false},
+	}
+	for _, tc := range tests {
+		if got, ok := StatusValue([]byte(status), tc.key); got != tc.want || ok != tc.ok {
+			t.Errorf("StatusValue(%q) = %q, %v; want %q, %v", tc.key, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestStatFields(t *testing.T) {
+	// Field 19 is the nice value: index 19-3.
+	fields, err := StatFields([]byte("7 (a b) c) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 -3 1"))
+	if err != nil || len(fields) != 18 || fields[0] != "R" || fields[19-3] != "-3" {
+		t.Fatalf("got %q, %v", fields, err)
+	}
+	if _, err := StatFields([]byte("7 a R 1")); err == nil {
+		t.Fatal("no error without the command name's ')'")
+	}
+}
+
 func FuzzProcParsers(f *testing.F) {
 	f.Add([]byte("1234 (turnserver) S 1 1234 1234 0 -1 4194560 1 0 0 0 250 130 0 0 20 0 5 0 100 1000 200"))
 	f.Add([]byte("VmRSS:\t   16180 kB\n"))
@@ -87,6 +116,9 @@ func FuzzProcParsers(f *testing.F) {
 		}
 		if n, err := ParseVmRSS(b); err == nil && n < 0 {
 			t.Fatalf("negative RSS %d", n)
+		}
+		if v, ok := StatusValue(b, "Seccomp"); ok && strings.ContainsRune(v, '\n') {
+			t.Fatalf("value %q spans lines", v)
 		}
 	})
 }
