@@ -31,7 +31,8 @@ const (
 	// busyAbove is the rate of ready sockets a second from which a loop
 	// counts as busy, busyBelow the rate below which it no longer does
 	// (apart, so that a rate near one of them does not flap). Scenario (a)
-	// of the bench, 20 calls at 50 packets a second each way, is 2,000.
+	// of the bench, 20 calls at 50 packets a second each way, is at most
+	// 2,000 (a ready socket carries one datagram or more).
 	busyAbove = 5000
 	busyBelow = 3000
 	// busyWindow is how long the rate is counted over.
