@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -159,32 +160,47 @@ func writeRatios(w io.Writer, b *bench, other string, targets bool) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s |\n", l.what, ratio(med(l.id, "callbox", l.f), med(l.id, other, l.f)), l.target)
 	}
-	writePairedTails(w, b, other)
+	writePaired(w, b, other)
 }
 
-// writePairedTails prints the RTT p99 comparison round by round, over the
-// rounds where neither server's window lost more than the steal limit.
-func writePairedTails(w io.Writer, b *bench, other string) {
+// writePaired prints CPU per packet and RTT p99 compared round by round,
+// over the rounds where neither server's window lost more than the steal
+// limit, each median ratio with its 95 % interval: how far apart the
+// servers are beyond doubt, where the medians alone move 10–20 % from one
+// run to the next.
+func writePaired(w io.Writer, b *bench, other string) {
 	limit := b.quietLimit()
 	var lines []string
-	for _, id := range []string{"a", "b", "e"} {
-		if b.results[id] == nil {
-			continue
+	for _, fig := range []struct {
+		what string
+		f    func(row) float64
+	}{
+		{"CPU per relayed packet", func(r row) float64 { return r.cpu }},
+		{"RTT p99", func(r row) float64 { return r.p99 }},
+	} {
+		for _, id := range []string{"a", "b", "e"} {
+			if b.results[id] == nil {
+				continue
+			}
+			p := pairRounds(b.results[id]["callbox"], b.results[id][other], limit, fig.f)
+			r, in := "–", "–"
+			if p.rounds > 0 {
+				r = fmt.Sprintf("%.2f×", p.ratio)
+			}
+			if !math.IsNaN(p.lo) {
+				in = fmt.Sprintf("%.2f–%.2f×", p.lo, p.hi)
+			}
+			lines = append(lines, fmt.Sprintf("| (%s) %s | %d | %s | %s | %d of %d |", id, fig.what, p.rounds, r, in, p.atMost, p.rounds))
 		}
-		pt := pairTails(b.results[id]["callbox"], b.results[id][other], limit)
-		r := "–"
-		if pt.rounds > 0 {
-			r = fmt.Sprintf("%.2f×", pt.ratio)
-		}
-		lines = append(lines, fmt.Sprintf("| (%s) RTT p99 | %d | %s | %d of %d |", id, pt.rounds, r, pt.shorter, pt.rounds))
 	}
 	if len(lines) == 0 {
 		return
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "Paired by round, over the rounds where neither window lost more than %s to steal (each round's callbox ÷ %s, then the median):\n\n", limit, other)
-	fmt.Fprintf(w, "| callbox ÷ %s (paired) | Quiet rounds | Median ratio | callbox at most %s's |\n", other, other)
-	fmt.Fprintln(w, "|---|---:|---:|---:|")
+	fmt.Fprintf(w, "Paired by round, over the rounds where neither window lost more than %s to steal (each round's callbox ÷ %s, then the median; "+
+		"the interval holds the median ratio with 95 %% confidence, by the sign test, from 6 rounds on):\n\n", limit, other)
+	fmt.Fprintf(w, "| callbox ÷ %s (paired) | Quiet rounds | Median ratio | 95 %% interval | callbox at most %s's |\n", other, other)
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
 	for _, l := range lines {
 		fmt.Fprintln(w, l)
 	}

@@ -71,38 +71,72 @@ func ratio(a, b spread) string {
 // is what this kind of machine loses when its host is quiet.
 const quietSteal = 20 * time.Millisecond
 
-// pairedTail compares callbox's RTT p99 with another server's round by
-// round. A round's p99 follows the hypervisor's steal in its window more
-// than either server, so only rounds where neither window lost more than
-// the limit count, and each pair is compared within its round: the
+// paired compares one figure of callbox with another server's round by
+// round. A round's figures follow the hypervisor's steal in its window
+// more than either server, so only rounds where neither window lost more
+// than the limit count, and each pair is compared within its round: the
 // medians over all rounds mix quiet rounds of one server with stolen ones
 // of the other.
-type pairedTail struct {
-	rounds  int     // rounds where both windows were quiet
-	shorter int     // of them, rounds where callbox's p99 was at most the other's
-	ratio   float64 // median of callbox ÷ other over those rounds; NaN without any
+type paired struct {
+	rounds int     // rounds where both windows were quiet
+	atMost int     // of them, rounds where callbox's figure was at most the other's
+	ratio  float64 // median of callbox ÷ other over those rounds; NaN without any
+	// lo and hi bound the median ratio at 95 % confidence (medianInterval);
+	// NaN with fewer than 6 rounds.
+	lo, hi float64
 }
 
-// pairTails pairs the i-th rounds of callbox and other (rows are appended
-// round by round, so the same index is the same round).
-func pairTails(callbox, other []row, limit time.Duration) pairedTail {
+// pairRounds pairs the i-th rounds of callbox and other (rows are appended
+// round by round, so the same index is the same round) on figure f.
+func pairRounds(callbox, other []row, limit time.Duration, f func(row) float64) paired {
 	var ratios []float64
-	pt := pairedTail{}
+	p := paired{}
 	for i := range min(len(callbox), len(other)) {
 		c, o := callbox[i], other[i]
-		// A p99 of 0 is a window with no probe back (all lost): no tail
-		// to compare, and it must not count as the shorter one.
-		if c.steal > limit || o.steal > limit || c.p99 <= 0 || o.p99 <= 0 {
+		// A figure of 0 is a window with nothing measured (a p99 of 0: no
+		// probe back): nothing to compare, and it must not count as at most
+		// the other's.
+		if c.steal > limit || o.steal > limit || f(c) <= 0 || f(o) <= 0 {
 			continue
 		}
-		ratios = append(ratios, c.p99/o.p99)
-		if c.p99 <= o.p99 {
-			pt.shorter++
+		ratios = append(ratios, f(c)/f(o))
+		if f(c) <= f(o) {
+			p.atMost++
 		}
 	}
-	pt.rounds = len(ratios)
-	pt.ratio = spreadOf(ratios).med
-	return pt
+	p.rounds = len(ratios)
+	p.ratio = spreadOf(ratios).med
+	p.lo, p.hi = medianInterval(ratios)
+	return p
+}
+
+// medianInterval is the sign test's 95 % confidence interval for the
+// median of vals: the k-th lowest and the k-th highest value, with k the
+// largest rank such that the true median lies outside them with
+// probability at most 5 %, whatever the distribution (each value falls
+// below the median with probability ½, so the count below is binomial).
+// It asks nothing of the shape of a round's noise, which here is neither
+// normal nor symmetric (a stolen millisecond only ever lengthens a tail).
+// NaN, NaN below 6 values, where even the lowest and highest leave more
+// than 5 %.
+func medianInterval(vals []float64) (lo, hi float64) {
+	n := len(vals)
+	// tail is P(at most j of n below the median) = Σ_{i≤j} C(n,i) / 2^n.
+	tail, term, k := 0.0, math.Exp2(-float64(n)), 0
+	for j := 0; j < n; j++ {
+		tail += term
+		if 2*tail > 0.05 {
+			break
+		}
+		k = j + 1
+		term = term * float64(n-j) / float64(j+1)
+	}
+	if k == 0 {
+		return math.NaN(), math.NaN()
+	}
+	s := slices.Clone(vals)
+	slices.Sort(s)
+	return s[k-1], s[n-k]
 }
 
 // histSpan is the longest round trip latencyHist tells apart; longer ones

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -84,16 +85,17 @@ func TestRatio(t *testing.T) {
 	}
 }
 
-func TestPairTails(t *testing.T) {
+func TestPairRounds(t *testing.T) {
 	r := func(p99 float64, stealMS int) row {
 		return row{p99: p99, steal: time.Duration(stealMS) * time.Millisecond}
 	}
+	p99 := func(r row) float64 { return r.p99 }
 	tests := []struct {
 		name           string
 		callbox, other []row
 		limit          time.Duration
 		rounds         int
-		shorter        int
+		atMost         int
 		ratio          float64 // NaN: no round counted
 	}{
 		{"none", nil, nil, quietSteal, 0, 0, math.NaN()},
@@ -105,43 +107,98 @@ func TestPairTails(t *testing.T) {
 			[]row{r(1.1, 0), r(2.2, 0), r(3.3, 0)}, []row{r(1, 0), r(2, 0), r(3, 0)}, quietSteal, 3, 0, 1.1},
 		{"uneven rounds count up to the shorter", []row{r(1, 0), r(1, 0)}, []row{r(2, 0)}, quietSteal, 1, 1, 0.5},
 		{"the limit is the caller's", []row{r(1, 0)}, []row{r(2, 40)}, 50 * time.Millisecond, 1, 1, 0.5},
-		{"a zero p99 has no ratio", []row{r(1, 0)}, []row{r(0, 0)}, quietSteal, 0, 0, math.NaN()},
+		{"a zero figure has no ratio", []row{r(1, 0)}, []row{r(0, 0)}, quietSteal, 0, 0, math.NaN()},
 		{"nothing back is not a shorter tail", []row{r(0, 0), r(1, 0)}, []row{r(1, 0), r(2, 0)}, quietSteal, 1, 1, 0.5},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := pairTails(tc.callbox, tc.other, tc.limit)
+			got := pairRounds(tc.callbox, tc.other, tc.limit, p99)
 			ratioOK := got.ratio == tc.ratio || (math.IsNaN(tc.ratio) && math.IsNaN(got.ratio)) || math.Abs(got.ratio-tc.ratio) < 1e-9
-			if got.rounds != tc.rounds || got.shorter != tc.shorter || !ratioOK {
-				t.Fatalf("pairTails = %+v, want rounds %d, shorter %d, ratio %v", got, tc.rounds, tc.shorter, tc.ratio)
+			if got.rounds != tc.rounds || got.atMost != tc.atMost || !ratioOK {
+				t.Fatalf("pairRounds = %+v, want rounds %d, at most %d, ratio %v", got, tc.rounds, tc.atMost, tc.ratio)
+			}
+			if got.rounds < 6 && !math.IsNaN(got.lo) {
+				t.Fatalf("pairRounds = %+v: an interval from %d rounds", got, got.rounds)
+			}
+		})
+	}
+}
+
+// The interval's ranks are the sign test's: for n values, the k-th lowest
+// and highest with 2·P(Binomial(n, ½) < k) ≤ 5 %, as printed tables of the
+// test give them.
+func TestMedianInterval(t *testing.T) {
+	ranks := func(n int) []float64 { // 1, 2 ... n, shuffled so the sort matters
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = float64((i*7)%n + 1)
+		}
+		return v
+	}
+	tests := []struct {
+		n      int
+		lo, hi float64 // ranks; 0: no interval
+	}{
+		{0, 0, 0},
+		{1, 0, 0},
+		{5, 0, 0}, // even the extremes leave 2/32 = 6.25 % outside
+		{6, 1, 6}, // 2/64 = 3.1 %
+		{8, 1, 8},
+		{9, 2, 8},
+		{10, 2, 9},
+		{12, 3, 10},
+		{16, 4, 13},
+		{20, 6, 15},
+		{30, 10, 21},
+		{40, 14, 27},
+		{100, 40, 61},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint(tc.n), func(t *testing.T) {
+			if tc.n%7 == 0 && tc.n > 0 {
+				t.Fatalf("n %d: the shuffle needs n prime to 7", tc.n)
+			}
+			lo, hi := medianInterval(ranks(tc.n))
+			if tc.lo == 0 {
+				if !math.IsNaN(lo) || !math.IsNaN(hi) {
+					t.Fatalf("n %d: got %v–%v, want no interval", tc.n, lo, hi)
+				}
+				return
+			}
+			if lo != tc.lo || hi != tc.hi {
+				t.Fatalf("n %d: got ranks %v–%v, want %v–%v", tc.n, lo, hi, tc.lo, tc.hi)
 			}
 		})
 	}
 }
 
 // The report's paired table counts only quiet rounds, under -max-steal's
-// limit when it is set.
-func TestWritePairedTails(t *testing.T) {
+// limit when it is set, for CPU and the tail alike.
+func TestWritePaired(t *testing.T) {
 	quiet, stolen := time.Duration(0), 40*time.Millisecond
 	b := &bench{results: map[string]map[string][]row{
 		"a": {
-			"callbox": {{p99: 0.4, steal: quiet}, {p99: 0.9, steal: stolen}},
-			"coturn":  {{p99: 0.5, steal: quiet}, {p99: 0.3, steal: quiet}},
+			"callbox": {{p99: 0.4, cpu: 9, steal: quiet}, {p99: 0.9, cpu: 10, steal: stolen}},
+			"coturn":  {{p99: 0.5, cpu: 10, steal: quiet}, {p99: 0.3, cpu: 10, steal: quiet}},
 		},
-		"b": {"callbox": {{p99: 1, steal: stolen}}, "coturn": {{p99: 1, steal: quiet}}},
+		"b": {"callbox": {{p99: 1, cpu: 1, steal: stolen}}, "coturn": {{p99: 1, cpu: 1, steal: quiet}}},
 	}}
 	for _, tc := range []struct {
 		name     string
 		maxSteal time.Duration
 		want     []string
 	}{
-		{"default limit", 0, []string{"more than 20ms to steal", "| (a) RTT p99 | 1 | 0.80× | 1 of 1 |", "| (b) RTT p99 | 0 | – | 0 of 0 |"}},
-		{"-max-steal", 50 * time.Millisecond, []string{"more than 50ms to steal", "| (a) RTT p99 | 2 | 1.90× | 1 of 2 |", "| (b) RTT p99 | 1 | 1.00× | 1 of 1 |"}},
+		{"default limit", 0, []string{"more than 20ms to steal",
+			"| (a) CPU per relayed packet | 1 | 0.90× | – | 1 of 1 |",
+			"| (a) RTT p99 | 1 | 0.80× | – | 1 of 1 |", "| (b) RTT p99 | 0 | – | – | 0 of 0 |"}},
+		{"-max-steal", 50 * time.Millisecond, []string{"more than 50ms to steal",
+			"| (a) CPU per relayed packet | 2 | 0.95× | – | 2 of 2 |",
+			"| (a) RTT p99 | 2 | 1.90× | – | 1 of 2 |", "| (b) RTT p99 | 1 | 1.00× | – | 1 of 1 |"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b.o.maxSteal = tc.maxSteal
 			var out strings.Builder
-			writePairedTails(&out, b, "coturn")
+			writePaired(&out, b, "coturn")
 			for _, w := range tc.want {
 				if !strings.Contains(out.String(), w) {
 					t.Errorf("missing %q in:\n%s", w, out.String())
@@ -151,6 +208,18 @@ func TestWritePairedTails(t *testing.T) {
 				t.Errorf("(e) was not measured, yet reported:\n%s", out.String())
 			}
 		})
+	}
+	// From 6 quiet rounds on, the interval is printed.
+	six := map[string][]row{}
+	for i := range 6 {
+		six["callbox"] = append(six["callbox"], row{p99: float64(i + 1), cpu: 1})
+		six["coturn"] = append(six["coturn"], row{p99: 2, cpu: 1})
+	}
+	b.results = map[string]map[string][]row{"e": six}
+	var out strings.Builder
+	writePaired(&out, b, "coturn")
+	if want := "| (e) RTT p99 | 6 | 1.75× | 0.50–3.00× | 2 of 6 |"; !strings.Contains(out.String(), want) {
+		t.Errorf("missing %q in:\n%s", want, out.String())
 	}
 }
 
