@@ -220,7 +220,8 @@ func (b *bench) leastStolenTrial(server, scenario string, measure func() (trialR
 }
 
 // quietLimit is the steal a window may have had and still count in the
-// report's tail comparisons: -max-steal, or quietSteal without it.
+// report's paired and pooled comparisons: -max-steal, or quietSteal
+// without it.
 func (b *bench) quietLimit() time.Duration {
 	if b.o.maxSteal > 0 {
 		return b.o.maxSteal

@@ -67,8 +67,8 @@ func ratio(a, b spread) string {
 }
 
 // quietSteal is the steal a window may have had and still count in the
-// paired tail comparison when -max-steal is not set: 0–20 ms of a 5 s window
-// is what this kind of machine loses when its host is quiet.
+// paired and pooled comparisons when -max-steal is not set: 0–20 ms of a 5 s
+// window is what this kind of machine loses when its host is quiet.
 const quietSteal = 20 * time.Millisecond
 
 // paired compares one figure of callbox with another server's round by
